@@ -1,0 +1,49 @@
+"""`ccd-dist` command line: one entry point, one sub-command module per area.
+
+Each area module exposes `register(subparsers)`; a sub-command sets
+`func(args) -> int`. Input errors become one clear line and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import InputError
+
+# Area modules that add sub-commands. Each has `register(subparsers)`.
+COMMAND_MODULES = [
+    "ccd_dist.data.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccd-dist",
+        description="Continual Collaborative Distillation (CCD) for recommender systems.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"ccd-dist: error: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError as exc:
+        print(f"ccd-dist: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ccd-dist: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

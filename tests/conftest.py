@@ -1,0 +1,24 @@
+"""Shared test fixtures: where the real data lives, and skipping without it."""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CCD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_path(*parts) -> Path:
+    """Path under ../shared/data, or skip the test with the reason it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (set CCD_SHARED_DATA or place ../shared/data)")
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    return shared_path
