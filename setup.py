@@ -16,6 +16,7 @@ PACKAGES = [
     "ccd_dist.distributed",
     "ccd_dist.baselines",
     "ccd_dist.kernels",
+    "ccd_dist.training",
 ]
 
 setup(

@@ -14,6 +14,7 @@ from .errors import InputError
 # Area modules that add sub-commands. Each has `register(subparsers)`.
 COMMAND_MODULES = [
     "ccd_dist.data.cli",
+    "ccd_dist.training.cli",
 ]
 
 

@@ -1,0 +1,64 @@
+"""Train one model on one block: the `ccd-dist train` job, also used by the base teachers."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..config import TrainJobConfig, to_dict
+from ..data import Block
+from ..eval import evaluate_block
+from ..io import atomic_directory
+from ..models import build_model
+from ..resources import peak_rss_mb
+from .loop import FitResult, fit
+
+
+def block_evaluator(block: Block, split: str, chunk: int):
+    """Evaluation on one split of one block, with that block's own masks (§9)."""
+
+    def evaluate(model) -> dict:
+        users, items = model.representations()
+        return evaluate_block(users, items, block, split=split, chunk_size=chunk)
+
+    return evaluate
+
+
+def train_on_block(block: Block, cfg: TrainJobConfig, n_items_total: int | None = None, log=None):
+    """Build and fit the configured model on `block`; return (model, FitResult, test metrics)."""
+    model = build_model(
+        cfg.model.kind,
+        block.n_users,
+        n_items_total or block.n_items,
+        cfg.model.dim,
+        layers=cfg.model.layers,
+        seed=cfg.train.seed,
+    )
+    result: FitResult = fit(
+        model, block.train, cfg.train, block_evaluator(block, "valid", cfg.train.eval_chunk), log=log
+    )
+    test = block_evaluator(block, "test", cfg.train.eval_chunk)(model)
+    return model, result, test
+
+
+def run_train_job(stream, block_index: int, cfg: TrainJobConfig, out: Path, force: bool = False, log=None) -> dict:
+    """Train, then write model.pt, metrics.json and config.json into `out` atomically."""
+    block = stream.blocks[block_index]
+    started = time.perf_counter()
+    model, result, test = train_on_block(block, cfg, log=log)
+    metrics = {
+        "valid": result.best_valid,
+        "test": test,
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "seconds": time.perf_counter() - started,
+        "train_seconds": result.seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "history": result.history,
+        "block": block_index,
+    }
+    with atomic_directory(out, overwrite=force) as tmp:
+        model.save(Path(tmp) / "model.pt")
+        (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (Path(tmp) / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    return metrics
