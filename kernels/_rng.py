@@ -49,8 +49,14 @@ def uniform_below(h, n):
 
 
 def seed_key(seed) -> np.uint64:
-    """The root key of a call from any Python integer seed (negative ones too)."""
+    """The root key of a call from any Python integer seed (negative ones too).
+
+    Plain Python arithmetic (the same finaliser as ``mix64``): calling a jitted
+    function from Python costs more than the hash itself.
+    """
     import operator
 
-    value = operator.index(seed) & _MASK64
-    return np.uint64(mix64(np.uint64(value) ^ _SEED_SALT))
+    z = (operator.index(seed) & _MASK64) ^ int(_SEED_SALT)
+    z = ((z ^ (z >> 30)) * int(_M1)) & _MASK64
+    z = ((z ^ (z >> 27)) * int(_M2)) & _MASK64
+    return np.uint64(z ^ (z >> 31))

@@ -17,6 +17,13 @@ from ccd_dist.kernels import count_hits_dcg
 DEFAULT_KS = (20, 50, 100)
 
 
+def arg_error(name: str, message: str) -> InputError:
+    """InputError for a bad function argument: the message starts with its name."""
+    err = InputError(f"{name}: {message}")
+    err.where = name
+    return err
+
+
 def metric_names(ks=DEFAULT_KS) -> list:
     """Result keys in a fixed order: recall@K, ndcg@K for each K."""
     return [f"{name}@{k}" for k in ks for name in ("recall", "ndcg")]
@@ -25,7 +32,7 @@ def metric_names(ks=DEFAULT_KS) -> list:
 def check_ks(ks) -> tuple:
     ks = tuple(int(k) for k in ks)
     if not ks or len(set(ks)) != len(ks) or min(ks) < 1:
-        raise InputError(f"expected distinct positive cut-offs, got {list(ks)}", where="ks")
+        raise arg_error("ks", f"expected distinct positive cut-offs, got {list(ks)}")
     return ks
 
 
@@ -36,7 +43,7 @@ def canonical_binary(mat, name: str) -> sp.csr_matrix:
     count once. Keeps the caller's matrix untouched.
     """
     if not sp.issparse(mat):
-        raise InputError(f"expected a scipy sparse users x items matrix, got {type(mat).__name__}", where=name)
+        raise arg_error(name, f"expected a scipy sparse users x items matrix, got {type(mat).__name__}")
     mat = sp.csr_matrix(mat, dtype=np.float32, copy=True)
     mat.sum_duplicates()
     mat.eliminate_zeros()
@@ -51,7 +58,7 @@ def resize_csr(mat: sp.csr_matrix, n_rows: int, n_cols: int, name: str) -> sp.cs
     """Pad a CSR matrix with empty rows / columns; never drops entries."""
     rows, cols = mat.shape
     if rows > n_rows or cols > n_cols:
-        raise InputError(f"shape {mat.shape} exceeds the allowed ({n_rows}, {n_cols})", where=name)
+        raise arg_error(name, f"shape {mat.shape} exceeds the allowed ({n_rows}, {n_cols})")
     indptr = np.concatenate([mat.indptr, np.full(n_rows - rows, mat.indptr[-1], dtype=mat.indptr.dtype)])
     return sp.csr_matrix((mat.data, mat.indices, indptr), shape=(n_rows, n_cols))
 
@@ -76,10 +83,7 @@ def per_row_metrics(topk_items, ground_truth_rows: sp.csr_matrix, ks=DEFAULT_KS)
     gt = canonical_binary(ground_truth_rows, "ground_truth")
     topk_items = np.asarray(topk_items)
     if gt.shape[0] != topk_items.shape[0]:
-        raise InputError(
-            f"{gt.shape[0]} ground-truth rows for {topk_items.shape[0]} top-K rows; they must be aligned",
-            where="ground_truth",
-        )
+        raise arg_error("ground_truth", f"{gt.shape[0]} ground-truth rows for {topk_items.shape[0]} top-K rows; they must be aligned")
     hits, dcg, n_gt = count_hits_dcg(topk_items, gt.indptr, gt.indices, ks)
     ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(max(ks)) + 2.0))])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -105,7 +109,7 @@ def _as_f32(emb, name: str) -> np.ndarray:
         emb = emb.detach().cpu().numpy()
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     if emb.ndim != 2:
-        raise InputError(f"expected a 2-D [rows, dim] embedding table, got shape {emb.shape}", where=name)
+        raise arg_error(name, f"expected a 2-D [rows, dim] embedding table, got shape {emb.shape}")
     return emb
 
 
@@ -122,10 +126,7 @@ class EmbeddingRanker:
         self.user_emb = _as_f32(user_emb, "user_emb")
         self.item_emb = _as_f32(item_emb, "item_emb")
         if self.user_emb.shape[1] != self.item_emb.shape[1]:
-            raise InputError(
-                f"user and item embeddings differ in width ({self.user_emb.shape[1]} vs {self.item_emb.shape[1]})",
-                where="item_emb",
-            )
+            raise arg_error("item_emb", f"user and item embeddings differ in width ({self.user_emb.shape[1]} vs {self.item_emb.shape[1]})")
         self.backend = backend
         self.chunk_size = chunk_size
 
@@ -155,20 +156,14 @@ def per_user_ranker_metrics(
     n_users, n_items = int(ranker.n_users), int(ranker.n_items)
     gt = canonical_binary(ground_truth, "ground_truth")
     if gt.shape[0] > n_users or gt.shape[1] > n_items:
-        raise InputError(
-            f"ground truth covers {gt.shape[0]} users x {gt.shape[1]} items but the model has only "
-            f"{n_users} user rows and {n_items} item rows; ids beyond the model cannot be evaluated",
-            where="ground_truth",
-        )
+        raise arg_error("ground_truth", f"ground truth covers {gt.shape[0]} users x {gt.shape[1]} items but the model has only "
+            f"{n_users} user rows and {n_items} item rows; ids beyond the model cannot be evaluated")
     ex = None
     if exclude is not None:
         ex = canonical_binary(exclude, "exclude")
         if ex.shape[0] > n_users or ex.shape[1] > n_items:
-            raise InputError(
-                f"exclude mask covers {ex.shape[0]} users x {ex.shape[1]} items but the model has only "
-                f"{n_users} user rows and {n_items} item rows",
-                where="exclude",
-            )
+            raise arg_error("exclude", f"exclude mask covers {ex.shape[0]} users x {ex.shape[1]} items but the model has only "
+                f"{n_users} user rows and {n_items} item rows")
         ex = resize_csr(ex, ex.shape[0], n_items, "exclude")
         if drop_excluded_ground_truth:
             gt = ground_truth_without(gt, ex)
@@ -179,10 +174,7 @@ def per_user_ranker_metrics(
     else:
         users = np.unique(np.asarray(users, dtype=np.int64))
         if len(users) and (users[0] < 0 or users[-1] >= gt.shape[0]):
-            raise InputError(
-                f"user ids must lie in [0, {gt.shape[0]}) (the ground-truth rows), got {users[0]}..{users[-1]}",
-                where="users",
-            )
+            raise arg_error("users", f"user ids must lie in [0, {gt.shape[0]}) (the ground-truth rows), got {users[0]}..{users[-1]}")
         eval_users = users[has_gt[users]]
 
     k_max = max(ks)
