@@ -14,6 +14,8 @@ other files; clear their ``__pycache__`` after changing it.
 """
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 from numba import njit
 
@@ -54,8 +56,6 @@ def seed_key(seed) -> np.uint64:
     Plain Python arithmetic (the same finaliser as ``mix64``): calling a jitted
     function from Python costs more than the hash itself.
     """
-    import operator
-
     z = (operator.index(seed) & _MASK64) ^ int(_SEED_SALT)
     z = ((z ^ (z >> 30)) * int(_M1)) & _MASK64
     z = ((z ^ (z >> 27)) * int(_M2)) & _MASK64

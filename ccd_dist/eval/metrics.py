@@ -83,7 +83,9 @@ def per_row_metrics(topk_items, ground_truth_rows: sp.csr_matrix, ks=DEFAULT_KS)
     gt = canonical_binary(ground_truth_rows, "ground_truth")
     topk_items = np.asarray(topk_items)
     if gt.shape[0] != topk_items.shape[0]:
-        raise arg_error("ground_truth", f"{gt.shape[0]} ground-truth rows for {topk_items.shape[0]} top-K rows; they must be aligned")
+        raise arg_error(
+            "ground_truth", f"{gt.shape[0]} ground-truth rows for {topk_items.shape[0]} top-K rows; they must be aligned"
+        )
     hits, dcg, n_gt = count_hits_dcg(topk_items, gt.indptr, gt.indices, ks)
     ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(max(ks)) + 2.0))])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -126,7 +128,10 @@ class EmbeddingRanker:
         self.user_emb = _as_f32(user_emb, "user_emb")
         self.item_emb = _as_f32(item_emb, "item_emb")
         if self.user_emb.shape[1] != self.item_emb.shape[1]:
-            raise arg_error("item_emb", f"user and item embeddings differ in width ({self.user_emb.shape[1]} vs {self.item_emb.shape[1]})")
+            raise arg_error(
+                "item_emb",
+                f"user and item embeddings differ in width ({self.user_emb.shape[1]} vs {self.item_emb.shape[1]})",
+            )
         self.backend = backend
         self.chunk_size = chunk_size
 
@@ -156,14 +161,20 @@ def per_user_ranker_metrics(
     n_users, n_items = int(ranker.n_users), int(ranker.n_items)
     gt = canonical_binary(ground_truth, "ground_truth")
     if gt.shape[0] > n_users or gt.shape[1] > n_items:
-        raise arg_error("ground_truth", f"ground truth covers {gt.shape[0]} users x {gt.shape[1]} items but the model has only "
-            f"{n_users} user rows and {n_items} item rows; ids beyond the model cannot be evaluated")
+        raise arg_error(
+            "ground_truth",
+            f"covers {gt.shape[0]} users x {gt.shape[1]} items but the model has only {n_users} user rows "
+            f"and {n_items} item rows; ids beyond the model cannot be evaluated",
+        )
     ex = None
     if exclude is not None:
         ex = canonical_binary(exclude, "exclude")
         if ex.shape[0] > n_users or ex.shape[1] > n_items:
-            raise arg_error("exclude", f"exclude mask covers {ex.shape[0]} users x {ex.shape[1]} items but the model has only "
-                f"{n_users} user rows and {n_items} item rows")
+            raise arg_error(
+                "exclude",
+                f"covers {ex.shape[0]} users x {ex.shape[1]} items but the model has only {n_users} user rows "
+                f"and {n_items} item rows",
+            )
         ex = resize_csr(ex, ex.shape[0], n_items, "exclude")
         if drop_excluded_ground_truth:
             gt = ground_truth_without(gt, ex)
@@ -174,7 +185,9 @@ def per_user_ranker_metrics(
     else:
         users = np.unique(np.asarray(users, dtype=np.int64))
         if len(users) and (users[0] < 0 or users[-1] >= gt.shape[0]):
-            raise arg_error("users", f"user ids must lie in [0, {gt.shape[0]}) (the ground-truth rows), got {users[0]}..{users[-1]}")
+            raise arg_error(
+                "users", f"user ids must lie in [0, {gt.shape[0]}) (the ground-truth rows), got {users[0]}..{users[-1]}"
+            )
         eval_users = users[has_gt[users]]
 
     k_max = max(ks)

@@ -31,9 +31,12 @@ def split_masks(block: Block, split: str = "test") -> tuple:
 
 def _check_fits(ranker, block: Block) -> None:
     if block.n_users > ranker.n_users or block.n_items > ranker.n_items:
-        raise arg_error(f"block {block.index}", f"block {block.index} has {block.n_users} users and {block.n_items} items but the model has "
-            f"{ranker.n_users} user rows and {ranker.n_items} item rows; a model sized for block k can only be "
-            f"evaluated on blocks j <= k")
+        raise arg_error(
+            f"block {block.index}",
+            f"has {block.n_users} users and {block.n_items} items but the model has {ranker.n_users} user "
+            f"rows and {ranker.n_items} item rows; a model sized for block k can only be evaluated on "
+            "blocks j <= k",
+        )
 
 
 def evaluate_block_ranker(

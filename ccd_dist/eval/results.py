@@ -102,8 +102,11 @@ class ResultMatrix:
     # -- recording ---------------------------------------------------------------
     def _check_kj(self, k: int, j: int) -> None:
         if not 0 <= j <= k < self.n_blocks:
-            raise arg_error("ResultMatrix", f"need 0 <= j <= k < {self.n_blocks} (a model after block k is evaluated on blocks j <= k), "
-                f"got k={k}, j={j}")
+            raise arg_error(
+                "ResultMatrix",
+                f"need 0 <= j <= k < {self.n_blocks} (a model after block k is evaluated on blocks j <= k), "
+                f"got k={k}, j={j}",
+            )
 
     def _check_split(self, split: str) -> None:
         if split not in self.splits:
