@@ -99,7 +99,7 @@ def _draw(indptr, indices, ex_indptr, ex_indices, n_items, n_neg, key,
                     while mark[x] != 0:  # reached with probability < 2**-64: probe onwards
                         x = x + 1 if x + 1 < n_items else 0
                     out[o, j] = x
-            _mark_user(u, indptr, indices, ex_indptr, ex_indices, n_items, mark, 0)
+            pass
 
 
 @njit(cache=True)

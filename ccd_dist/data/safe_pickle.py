@@ -17,6 +17,7 @@ InputError naming the file.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import pickle
@@ -76,6 +77,12 @@ class SafeUnpickler(pickle.Unpickler):
     """An Unpickler that resolves only the names in ALLOWED."""
 
     def find_class(self, module, name):
+        # Protocol 0-2 pickles use Python 2 names (`__builtin__.list`); map them
+        # the way pickle itself would, then check the allow-list.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         try:
             return ALLOWED[(module, name)]
         except KeyError:

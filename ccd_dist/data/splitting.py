@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .assemble import unique_sorted
+
 
 def _ranks_within_user(users: np.ndarray, rng: np.random.Generator):
     """Shuffle inside each user: order, per-position rank in the user's group, group sizes."""
@@ -49,7 +51,7 @@ def split_block(users, items, rng: np.random.Generator, test_fraction: float = 0
     is_valid = (rank >= n_eval) & (rank < 2 * n_eval)
     is_train = ~(is_test | is_valid)
 
-    train_items = np.unique(i[is_train])
+    train_items = unique_sorted(i[is_train])
     in_train = np.isin(i, train_items)
     removed = int(np.count_nonzero((is_test | is_valid) & ~in_train))
     is_test &= in_train

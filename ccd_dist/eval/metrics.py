@@ -98,11 +98,15 @@ def per_row_metrics(topk_items, ground_truth_rows: sp.csr_matrix, ks=DEFAULT_KS)
 
 
 def average(per_row: dict, ks=DEFAULT_KS) -> dict:
-    """Mean of each metric over rows (NaN when there are none) plus "n_users"."""
+    """Mean of each metric over the rows with ground truth, plus "n_users" (their count).
+
+    NaN metrics when no row has ground truth.
+    """
     names = metric_names(check_ks(ks))
-    n = len(per_row["n_gt"])
-    out = {name: (float(np.mean(per_row[name])) if n else float("nan")) for name in names}
-    out["n_users"] = int(n)
+    has_gt = np.asarray(per_row["n_gt"]) > 0
+    n = int(has_gt.sum())
+    out = {name: (float(np.mean(per_row[name][has_gt])) if n else float("nan")) for name in names}
+    out["n_users"] = n
     return out
 
 
@@ -124,7 +128,7 @@ class EmbeddingRanker:
     ensemble, a VAE) can be evaluated the same way.
     """
 
-    def __init__(self, user_emb, item_emb, backend: str = "faiss", chunk_size=None):
+    def __init__(self, user_emb, item_emb, backend=None, chunk_size=None):
         self.user_emb = _as_f32(user_emb, "user_emb")
         self.item_emb = _as_f32(item_emb, "item_emb")
         if self.user_emb.shape[1] != self.item_emb.shape[1]:
@@ -146,10 +150,10 @@ class EmbeddingRanker:
     def topk(self, k: int, exclude, users) -> np.ndarray:
         from ccd_dist import ranking  # looked up at call time: the one ranking engine
 
-        items, _scores = ranking.topk(
-            self.user_emb, self.item_emb, k, exclude=exclude, users=users,
-            backend=self.backend, chunk_size=self.chunk_size,
-        )
+        options = {"chunk_size": self.chunk_size}
+        if self.backend is not None:  # None: the ranking engine's default backend
+            options["backend"] = self.backend
+        items, _scores = ranking.topk(self.user_emb, self.item_emb, k, exclude=exclude, users=users, **options)
         return items
 
 
@@ -221,7 +225,7 @@ def evaluate_topk(
     *,
     users=None,
     drop_excluded_ground_truth: bool = False,
-    backend: str = "faiss",
+    backend=None,
     chunk_size=None,
 ) -> dict:
     """Mean Recall@K / NDCG@K over users with ground truth, ranking all model items.

@@ -59,7 +59,7 @@ def evaluate_block(
     *,
     ks=DEFAULT_KS,
     drop_excluded_ground_truth: bool = False,
-    backend: str = "faiss",
+    backend=None,
     chunk_size=None,
 ) -> dict:
     """Metrics of one block's "test" or "valid" split (optionally for `users` only)."""
@@ -81,7 +81,7 @@ def evaluate_new_users(user_emb, item_emb, stream: Stream, k: int, split: str = 
     Keyword arguments as for `evaluate_block` (ks, drop_excluded_ground_truth,
     backend, chunk_size). For k = 0 every user is new.
     """
-    backend = kwargs.pop("backend", "faiss")
+    backend = kwargs.pop("backend", None)
     chunk_size = kwargs.pop("chunk_size", None)
     ranker = EmbeddingRanker(user_emb, item_emb, backend=backend, chunk_size=chunk_size)
     return evaluate_new_users_ranker(ranker, stream, k, split, **kwargs)
@@ -126,7 +126,7 @@ def evaluate_stream(
     splits=EVAL_SPLITS,
     ks=DEFAULT_KS,
     drop_excluded_ground_truth: bool = False,
-    backend: str = "faiss",
+    backend=None,
     chunk_size=None,
 ) -> list:
     """Metrics of a model (after block `upto`, default the last) on blocks 0..upto.

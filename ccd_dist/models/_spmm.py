@@ -1,0 +1,100 @@
+"""Numba kernels for LightGCN propagation on CPU: sparse x dense products over row subsets.
+
+Why not ``torch.sparse.mm``: on this kind of CPU it takes ~130 ms per product on the
+Gowalla graph (1.6 M edges, d = 64), and one training batch needs six of them.
+These kernels are ~5-10x faster because they
+- walk only the rows a batch needs (``rows``) and skip the columns whose input rows
+  are known to be zero (``col_mask``), so a batch costs ~2 products, not 3, per
+  direction (see ``graph.py``);
+- keep one accumulator per task and prefetch the embedding rows a few edges ahead:
+  the product is bound by the latency of random row reads, not by arithmetic.
+
+Every output row is computed by one thread, summing its edges in CSR order, so the
+results do not depend on the number of threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+_TASKS_PER_THREAD = 64  # rows are striped over this many tasks per thread: balanced work
+_PREFETCH_AHEAD = 16  # edges
+_FLOATS_PER_LINE = 16  # float32 values per 64-byte cache line
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i, j):
+    """Hint the CPU to load the cache line holding ``arr[i, j]`` (2-D, any strides)."""
+    sig = types.void(arr, i, j)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i64 = ir.IntType(64)
+        offset = ir.Constant(i64, 0)
+        for axis, index in enumerate(args[1:]):
+            index = builder.sext(index, i64) if index.type.width < 64 else index
+            offset = builder.add(offset, builder.mul(index, builder.extract_value(ary.strides, axis)))
+        i8p = ir.IntType(8).as_pointer()
+        ptr = builder.inttoptr(builder.add(builder.ptrtoint(ary.data, i64), offset), i8p)
+        i32 = ir.IntType(32)
+        name = "llvm.prefetch.p0i8"
+        fn = builder.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), name=name)
+        # (address, read, high temporal locality, data cache)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(parallel=True, cache=True)
+def spmm_rows(indptr, indices, data, x, rows, col_mask, out, n_tasks):
+    """out[r] = sum over edges (r, c) with col_mask[c] of data * x[c], for every r in ``rows``.
+
+    Rows of ``out`` not in ``rows`` are left untouched. ``x`` rows whose ``col_mask``
+    is 0 are never read, so they may hold anything.
+    """
+    n_rows = rows.shape[0]
+    d = x.shape[1]
+    nnz = indices.shape[0]
+    for task in prange(n_tasks):
+        acc = np.zeros(d, dtype=np.float32)
+        for t in range(task, n_rows, n_tasks):
+            r = rows[t]
+            acc[:] = 0.0
+            end = indptr[r + 1]
+            for k in range(indptr[r], end):
+                ahead = k + _PREFETCH_AHEAD
+                if ahead < nnz:
+                    for j in range(0, d, _FLOATS_PER_LINE):
+                        _prefetch(x, indices[ahead], j)
+                c = indices[k]
+                if col_mask[c]:
+                    v = data[k]
+                    for j in range(d):
+                        acc[j] += v * x[c, j]
+            for j in range(d):
+                out[r, j] = acc[j]
+
+
+@njit(parallel=True, cache=True)
+def expand_mask(indptr, indices, mask, out):
+    """out[r] = mask[r] or any neighbour c of r has mask[c]: one hop of graph growth."""
+    n = indptr.shape[0] - 1
+    for r in prange(n):
+        hit = mask[r]
+        if not hit:
+            for k in range(indptr[r], indptr[r + 1]):
+                if mask[indices[k]]:
+                    hit = 1
+                    break
+        out[r] = hit
+
+
+def n_tasks() -> int:
+    import numba
+
+    return max(1, numba.get_num_threads()) * _TASKS_PER_THREAD
