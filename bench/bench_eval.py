@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def main(argv=None) -> None:
     from ccd_dist.eval import ResultMatrix, evaluate_stream
 
     rows, mem = [], [("start (imports done)", rss_mb())]
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ccd-bench-eval-") as tmp:
         store = Path(tmp) / "gowalla"
         t0 = time.perf_counter()
@@ -97,6 +99,7 @@ def main(argv=None) -> None:
         first, *others = results.values()
         assert all(o == first for o in others), "backends disagree on the metrics"
     peak = peak_mb()
+    load_after = os.getloadavg()[0]
 
     per_block_rows = [
         {
@@ -112,7 +115,9 @@ def main(argv=None) -> None:
         f"Random d={args.dim} model sized for Gowalla D{k} ({last.n_users:,} users x {last.n_items:,} items), "
         f"evaluated with `evaluate_stream` on blocks 0..{k}, valid and test splits, K = 20, 50, 100, "
         f"full-catalogue ranking through `ccd_dist.ranking.topk`; one warm-up call per backend first "
-        f"(JIT compile). Store import (child process) {t_import:.1f} s, store load {t_load:.2f} s.\n\n"
+        f"(JIT compile). Store import (child process) {t_import:.1f} s, store load {t_load:.2f} s. "
+        f"1-minute load average {load_before:.1f} before the run and {load_after:.1f} at its end, this run "
+        "included (2 shared CPUs: a load well above 2 means other work competed and the times are inflated).\n\n"
         + table(rows)
         + "\n\nResident memory of the benchmark process (MB):\n\n"
         + table([{"point": p, "RSS (MB)": f"{v:,.0f}"} for p, v in mem] + [

@@ -65,6 +65,7 @@ def atomic_directory(path, overwrite: bool = False):
         raise FileExistsError(f"{path}: already exists (pass overwrite=True / --force to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the final directory should look like any other
     try:
         yield tmp
         if path.exists():

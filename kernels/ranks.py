@@ -3,17 +3,17 @@
 rank(u, x) = #{i : s(u, i) > s(u, x)} + #{i : s(u, i) == s(u, x), i < x}, so the
 best item has rank 0 and ties go to the lower id (the order of ``topk``).
 
-Per row the candidates are sorted once by (score desc, id asc); every item is
-then placed among them with a binary search, and a prefix sum turns the
-placements into ranks: O(n_items * log(candidates)) per row instead of
-O(n_items * candidates). An item scoring below the worst candidate is skipped
-with one comparison.
+Per row and candidate x with exact score c, two branch-free counts over the
+row (which the compiler vectorises) give the items surely above
+(fast score > c + tau) and those within [c - tau, c + tau]; only when that band
+holds more than x itself are its items rescored exactly and compared with the
+id tie rule. The row is walked in tiles; a tile with no item at or above the
+lowest band of all candidates is skipped with one count, so candidates near
+the top of the ranking are cheap.
 
 ``refine_ranks`` works on fast (BLAS) scores with an error bound ``tau`` per
-row: candidates get their canonical score (``canonical_dot``); an item whose fast
-score is within tau of a candidate's is rescored canonically before it is
-compared, so ranks are exact under the canonical score. With ``exact=True``
-the row values themselves are the scores (tau must be 0).
+row and rescores with ``canonical_dot``, so ranks are exact under the
+canonical score. With ``exact=True`` the row values are the scores (tau = 0).
 """
 from __future__ import annotations
 
@@ -22,31 +22,51 @@ from numba import njit, prange
 
 from .topk import canonical_dot
 
-_BLOCK = 16
+_BLOCK = 16  # rows per parallel task
+_TILE = 256  # items per tile of the counting loop
 
 
 @njit(cache=True, inline="always")
-def _first_below(vals, lo, hi, x):
-    """First q in [lo, hi) with vals[q] < x, for vals sorted descending (hi if none)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if vals[mid] < x:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+def _f32_down(x):
+    """Largest float32 <= x (x a float64)."""
+    f = np.float32(x)
+    if np.float64(f) > x:
+        f = np.float32(np.nextafter(f, np.float32(-np.inf)))
+    return f
 
 
 @njit(cache=True, inline="always")
-def _first_at_or_below(vals, lo, hi, x):
-    """First q in [lo, hi) with vals[q] <= x, for vals sorted descending (hi if none)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if vals[mid] <= x:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+def _f32_up(x):
+    """Smallest float32 >= x (x a float64)."""
+    f = np.float32(x)
+    if np.float64(f) < x:
+        f = np.float32(np.nextafter(f, np.float32(np.inf)))
+    return f
+
+
+@njit(cache=True)
+def _count_row(row, lo, hi, floor, above, band):
+    """above[j] += #(row > hi[j]), band[j] += #(lo[j] <= row <= hi[j]), tile by tile."""
+    n = row.shape[0]
+    m = lo.shape[0]
+    for start in range(0, n, _TILE):
+        end = min(n, start + _TILE)
+        reach = 0
+        for i in range(start, end):
+            reach += np.int32(row[i] >= floor)
+        if reach == 0:
+            continue
+        for j in range(m):
+            a = 0
+            b = 0
+            h = hi[j]
+            g = lo[j]
+            for i in range(start, end):
+                s = row[i]
+                a += np.int32(s > h)
+                b += np.int32(s >= g)
+            above[j] += a
+            band[j] += b - a
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -64,61 +84,41 @@ def refine_ranks(buf, n_rows, cand_indptr, cand_items, exact, user_vecs, item_em
             a = cand_indptr[r]
             b = cand_indptr[r + 1]
             row = buf[r]
-            # valid candidates and their exact scores
-            m = 0
+            u = user_vecs[r]
+            tr = 0.0 if exact else tau[r]
             pos = np.empty(b - a, np.int64)
-            val = np.empty(b - a, np.float64)
+            val = np.empty(b - a, np.float32)
+            lo = np.empty(b - a, np.float32)
+            hi = np.empty(b - a, np.float32)
+            m = 0
             for p in range(a, b):
                 x = cand_items[p]
                 if x >= 0 and x < n:
+                    c = row[x] if exact else canonical_dot(u, item_emb[x])
                     pos[m] = p
-                    if exact:
-                        val[m] = np.float64(row[x])
-                    else:
-                        val[m] = np.float64(canonical_dot(user_vecs[r], item_emb[x]))
+                    val[m] = c
+                    lo[m] = _f32_up(np.float64(c) - tr)
+                    hi[m] = _f32_down(np.float64(c) + tr)
                     m += 1
                 else:
                     out_ranks[p] = -1
             if m == 0:
                 continue
-            # sort by (score desc, id asc): ids ascending, then stable on -score
-            ids = np.empty(m, np.int64)
-            for q in range(m):
-                ids[q] = cand_items[pos[q]]
-            by_id = np.argsort(ids, kind="mergesort")
-            neg = np.empty(m, np.float64)
-            for q in range(m):
-                neg[q] = -val[by_id[q]]
-            order = np.argsort(neg, kind="mergesort")
-            sv = np.empty(m, np.float64)
-            sid = np.empty(m, np.int64)
-            for q in range(m):
-                src = by_id[order[q]]
-                sv[q] = val[src]
-                sid[q] = ids[src]
-            tr = tau[r]
-            worst = sv[m - 1] - tr
-            cnt = np.zeros(m + 1, np.int64)
-            u = user_vecs[r]
-            for i in range(n):
-                s = np.float64(row[i])
-                if s < worst:
-                    continue
-                hi_q = _first_below(sv, 0, m, s - tr)       # from here on: surely beaten
-                lo_q = _first_at_or_below(sv, 0, hi_q, s + tr)  # before here: surely not
-                q = hi_q
-                if lo_q < hi_q:
-                    e = s
-                    if not exact:
-                        e = np.float64(canonical_dot(u, item_emb[i]))
-                    q = lo_q
-                    while q < hi_q and not (e > sv[q] or (e == sv[q] and i < sid[q])):
-                        q += 1
-                cnt[q] += 1
-            run = 0
-            for q in range(m):
-                run += cnt[q]
-                out_ranks[pos[by_id[order[q]]]] = run
+            above = np.zeros(m, np.int64)
+            band = np.zeros(m, np.int64)
+            _count_row(row, lo[:m], hi[:m], lo[:m].min(), above, band)
+            for j in range(m):
+                rank = above[j]
+                if band[j] > 1:  # more than the candidate itself: settle the band exactly
+                    x = cand_items[pos[j]]
+                    c = val[j]
+                    for i in range(n):
+                        s = row[i]
+                        if s >= lo[j] and s <= hi[j] and i != x:
+                            e = s if exact else canonical_dot(u, item_emb[i])
+                            if e > c or (e == c and i < x):
+                                rank += 1
+                out_ranks[pos[j]] = rank
 
 
 def rank_of_candidates(scores, cand_items, cand_indptr=None):
@@ -128,10 +128,12 @@ def rank_of_candidates(scores, cand_items, cand_indptr=None):
     candidate list per row), or, with ``cand_indptr`` (int [c + 1]), a flat
     ragged list where row r owns cand_items[cand_indptr[r]:cand_indptr[r + 1]].
     Returns int64 ranks shaped like cand_items; -1 for ids outside
-    [0, n_items). rank = items with a strictly higher score + items with an equal
-    score and a lower id.
+    [0, n_items). rank = items with a strictly higher score + items with an
+    equal score and a lower id. Scores must not be NaN.
     """
     scores = np.ascontiguousarray(scores, dtype=np.float32)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D, got shape {scores.shape}")
     c = scores.shape[0]
     items = np.asarray(cand_items)
     shape = items.shape
@@ -141,8 +143,6 @@ def rank_of_candidates(scores, cand_items, cand_indptr=None):
         cand_indptr = np.arange(c + 1, dtype=np.int64) * items.shape[1]
     flat = np.ascontiguousarray(items.reshape(-1), dtype=np.int64)
     out = np.empty(flat.shape[0], np.int64)
-    dummy_vecs = np.zeros((c, 1), np.float32)
-    dummy_items = np.zeros((1, 1), np.float32)
     refine_ranks(scores, c, np.ascontiguousarray(cand_indptr, dtype=np.int64), flat, True,
-                 dummy_vecs, dummy_items, np.zeros(c, np.float64), out)
+                 np.zeros((c, 1), np.float32), np.zeros((1, 1), np.float32), np.zeros(c, np.float64), out)
     return out.reshape(shape)

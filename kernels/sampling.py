@@ -96,10 +96,12 @@ def _draw(indptr, indices, ex_indptr, ex_indices, n_items, n_neg, key,
                         x = uniform_below(h, n_items)
                         if mark[x] == 0:
                             break
-                    while mark[x] != 0:  # reached with probability < 2**-64: probe onwards
+                    steps = 0
+                    while mark[x] != 0 and steps < n_items:  # probability < 2**-64: probe on
                         x = x + 1 if x + 1 < n_items else 0
+                        steps += 1
                     out[o, j] = x
-            pass
+            _mark_user(u, indptr, indices, ex_indptr, ex_indices, n_items, mark, 0)
 
 
 @njit(cache=True)

@@ -16,6 +16,11 @@ Two kernels share one row routine:
 - ``refine_candidates`` does the same for candidate lists fetched elsewhere
   (FAISS) and reports the rows whose proposal could not be certified.
 
+Selection per row: a threshold guessed from a strided sample of the row is
+checked by one vectorised pass that collects every item at or above it (about
+2k items; everything eligible when the guess was too high), then the k-th
+best of those candidates is found with a partial sort. No heap, no full sort.
+
 Masks are CSR rows (``mask_indptr``, ``mask_indices``) addressed by
 ``row_users[r]``; a negative ``row_users[r]`` or one past the last CSR row means
 "no mask". Mask entries may be unsorted or repeated; ids outside
@@ -51,81 +56,95 @@ def canonical_dot(u, v):
 
 # --------------------------------------------------------------------------- row helpers
 
-
-@njit(cache=True, inline="always")
-def _worse(sa, ia, sb, ib):
-    """Is (sa, ia) ranked below (sb, ib)? Lower score, or equal score and higher id."""
-    return sa < sb or (sa == sb and ia > ib)
+_HIT = 16  # items per vectorised threshold test
+_SAMPLE = 1024  # strided sample used to guess a threshold
 
 
 @njit(cache=True)
-def _sift_down(hs, hi, pos, size):
-    """Restore the min-heap (root = worst entry) below ``pos``."""
-    s = hs[pos]
-    i = hi[pos]
-    while True:
-        child = 2 * pos + 1
-        if child >= size:
-            break
-        right = child + 1
-        if right < size and _worse(hs[right], hi[right], hs[child], hi[child]):
-            child = right
-        if _worse(hs[child], hi[child], s, i):
-            hs[pos] = hs[child]
-            hi[pos] = hi[child]
-            pos = child
-        else:
-            break
-    hs[pos] = s
-    hi[pos] = i
+def _collect(row, t, ci, cs):
+    """Items with t <= score and score > -inf, in increasing id, into (ci, cs); returns the count.
 
-
-@njit(cache=True)
-def _heap_select(row, k, hs, hi):
-    """The k best non-NaN entries of ``row`` into the heap (hs, hi); returns the count.
-
-    Items are visited in increasing id, so an item whose score merely equals
-    the current k-th never displaces it (it has the higher id): the strict
-    ``>`` test implements the tie rule. NaN (masked) never passes it.
+    Blocks of ``_HIT`` items are first tested with a branch-free count, which
+    the compiler vectorises; only blocks holding a hit are walked item by item.
     """
     n = row.shape[0]
-    cnt = 0
-    j = 0
-    while j < n and cnt < k:
-        s = row[j]
-        if s == s:
-            hs[cnt] = s
-            hi[cnt] = j
-            cnt += 1
-        j += 1
-    if cnt < k:
-        return cnt
-    for p in range(k // 2 - 1, -1, -1):
-        _sift_down(hs, hi, p, k)
-    thr = hs[0]
-    while j < n:
-        s = row[j]
-        if s > thr:
-            hs[0] = s
-            hi[0] = j
-            _sift_down(hs, hi, 0, k)
-            thr = hs[0]
-        j += 1
-    return k
+    m = 0
+    base = 0
+    while base + _HIT <= n:
+        c = 0
+        for q in range(_HIT):
+            c += np.int32(row[base + q] >= t)
+        if c > 0:
+            for q in range(base, base + _HIT):
+                s = row[q]
+                if s >= t and s > NEG_INF:
+                    ci[m] = q
+                    cs[m] = s
+                    m += 1
+        base += _HIT
+    for q in range(base, n):
+        s = row[q]
+        if s >= t and s > NEG_INF:
+            ci[m] = q
+            cs[m] = s
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def _guess_threshold(row, k, sample):
+    """A score that about 2k + a few items reach, from a strided sample; -inf when small."""
+    n = row.shape[0]
+    if n <= 4 * _SAMPLE or 4 * k >= n:
+        return NEG_INF
+    for i in range(_SAMPLE):
+        sample[i] = row[(i * n) // _SAMPLE]
+    r = (2 * k * _SAMPLE) // n + 6  # expected hits ~ r / _SAMPLE * n > 2k
+    if r >= _SAMPLE:
+        return NEG_INF
+    return np.partition(sample, _SAMPLE - r)[_SAMPLE - r]
+
+
+@njit(cache=True)
+def _candidates(row, k, tau, sample, ci, cs):
+    """Every eligible item that can be in the top k once scores move by up to tau.
+
+    Returns m: (ci, cs)[:m] holds, in increasing id, all items whose score is
+    at least (k-th best score - 2 tau), or all eligible items when fewer than k.
+    """
+    if k == 0:
+        return 0
+    t = _guess_threshold(row, k, sample)
+    m = _collect(row, t, ci, cs)
+    if m < k and t > NEG_INF:  # the guess was too high: take everything eligible
+        m = _collect(row, NEG_INF, ci, cs)
+    if m <= k:
+        return m
+    kth = np.partition(cs[:m], m - k)[m - k]  # k-th largest
+    lo = np.float64(kth) - 2.0 * tau
+    keep = 0
+    for p in range(m):
+        if np.float64(cs[p]) >= lo:
+            ci[keep] = ci[p]
+            cs[keep] = cs[p]
+            keep += 1
+    return keep
 
 
 @njit(cache=True)
 def _emit_sorted(cs, ci, m, k, out_items, out_scores, r):
-    """Write the best min(k, m) of (cs, ci)[:m] by (score desc, id asc) into row r."""
-    # ids ascending first, then a stable sort on descending score
-    by_id = np.argsort(ci[:m], kind="mergesort")
+    """Write the best min(k, m) of (cs, ci)[:m] by (score desc, id asc) into row r.
+
+    (ci, cs)[:m] must be in increasing id order: a stable sort on the negated
+    score then leaves equal scores in id order.
+    """
     neg = np.empty(m, np.float32)
     for p in range(m):
-        neg[p] = -cs[by_id[p]]
+        neg[p] = -cs[p]
     order = np.argsort(neg, kind="mergesort")
     take = min(k, m)
     for p in range(take):
-        q = by_id[order[p]]
+        q = order[p]
         out_items[r, p] = ci[q]
         out_scores[r, p] = cs[q]
     for p in range(take, k):
@@ -134,14 +153,14 @@ def _emit_sorted(cs, ci, m, k, out_items, out_scores, r):
 
 
 @njit(cache=True, inline="always")
-def _mask_row(row, user, mask_indptr, mask_indices, value):
-    """row[x] = value for every in-range item x of the user's mask row."""
+def _mask_row(row, user, mask_indptr, mask_indices):
+    """row[x] = -inf for every in-range item x of the user's mask row."""
     if user >= 0 and user < mask_indptr.shape[0] - 1:
         n = row.shape[0]
         for p in range(mask_indptr[user], mask_indptr[user + 1]):
             x = mask_indices[p]
             if x >= 0 and x < n:
-                row[x] = value
+                row[x] = NEG_INF
 
 
 # --------------------------------------------------------------------------- kernels
@@ -153,13 +172,16 @@ def _masked_topk_kernel(scores, row_users, mask_indptr, mask_indices, k, out_ite
     n_tasks = (c + _BLOCK - 1) // _BLOCK
     for t in prange(n_tasks):
         row = np.empty(n, np.float32)
-        hs = np.empty(max(k, 1), np.float32)
-        hi = np.empty(max(k, 1), np.int32)
+        sample = np.empty(_SAMPLE, np.float32)
+        ci = np.empty(n, np.int32)
+        cs = np.empty(n, np.float32)
         for r in range(t * _BLOCK, min(c, (t + 1) * _BLOCK)):
-            row[:] = scores[r]
-            _mask_row(row, row_users[r], mask_indptr, mask_indices, np.float32(np.nan))
-            m = _heap_select(row, k, hs, hi)
-            _emit_sorted(hs, hi, m, k, out_items, out_scores, r)
+            for j in range(n):
+                s = scores[r, j]
+                row[j] = s if s == s else NEG_INF
+            _mask_row(row, row_users[r], mask_indptr, mask_indices)
+            m = _candidates(row, k, 0.0, sample, ci, cs)
+            _emit_sorted(cs, ci, m, k, out_items, out_scores, r)
 
 
 def masked_topk(scores, row_users, mask_indptr, mask_indices, k):
@@ -170,11 +192,15 @@ def masked_topk(scores, row_users, mask_indptr, mask_indices, k):
     the mask CSR arrays; k >= 0.
     Returns (items int32 [c, k], scores float32 [c, k]) sorted by score
     descending, ties by lower item id; -1 / -inf padding past the eligible items.
-    NaN scores count as masked.
+    Scores of NaN or -inf count as masked.
     """
     scores = np.ascontiguousarray(scores, dtype=np.float32)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D, got shape {scores.shape}")
     c = scores.shape[0]
     k = int(k)
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
     out_items = np.empty((c, k), np.int32)
     out_scores = np.empty((c, k), np.float32)
     _masked_topk_kernel(
@@ -192,7 +218,7 @@ def masked_topk(scores, row_users, mask_indptr, mask_indices, k):
 @njit(parallel=True, cache=True, nogil=True)
 def refine_topk(buf, n_rows, row_users, mask_indptr, mask_indices, k, user_vecs, item_emb, tau,
                 out_items, out_scores, out_offset):
-    """Certified top-k of ``buf[:n_rows]`` (fast scores; overwritten: masked -> NaN).
+    """Certified top-k of ``buf[:n_rows]`` (fast, finite scores; overwritten: masked -> -inf).
 
     Row r belongs to the user vector ``user_vecs[r]``; its result goes to row
     ``out_offset + r`` of the outputs. Final scores are ``canonical_dot`` values.
@@ -200,25 +226,13 @@ def refine_topk(buf, n_rows, row_users, mask_indptr, mask_indices, k, user_vecs,
     n = buf.shape[1]
     n_tasks = (n_rows + _BLOCK - 1) // _BLOCK
     for t in prange(n_tasks):
-        hs = np.empty(max(k, 1), np.float32)
-        hi = np.empty(max(k, 1), np.int32)
+        sample = np.empty(_SAMPLE, np.float32)
         ci = np.empty(n, np.int32)
         cs = np.empty(n, np.float32)
         for r in range(t * _BLOCK, min(n_rows, (t + 1) * _BLOCK)):
             row = buf[r]
-            _mask_row(row, row_users[r], mask_indptr, mask_indices, np.float32(np.nan))
-            cnt = _heap_select(row, k, hs, hi)
-            if k == 0:
-                continue
-            # every item that could beat the k-th proposal under the exact score
-            lo = -np.inf
-            if cnt == k:
-                lo = np.float64(hs[0]) - 2.0 * tau[r]
-            m = 0
-            for j in range(n):
-                if np.float64(row[j]) >= lo:
-                    ci[m] = j
-                    m += 1
+            _mask_row(row, row_users[r], mask_indptr, mask_indices)
+            m = _candidates(row, k, tau[r], sample, ci, cs)
             u = user_vecs[r]
             for p in range(m):
                 cs[p] = canonical_dot(u, item_emb[ci[p]])
@@ -273,7 +287,10 @@ def refine_candidates(cand_ids, cand_scores, row_users, mask_indptr, mask_indice
                 lowest = cand_scores[r, f - 1]
                 good = np.float64(kth) > np.float64(lowest) + tau[r]
             if good:
-                _emit_sorted(cs, ci, m, k, out_items, out_scores, out_offset + r)
+                by_id = np.argsort(ci[:m])
+                ids = ci[:m][by_id]
+                vals = cs[:m][by_id]
+                _emit_sorted(vals, ids, m, k, out_items, out_scores, out_offset + r)
                 ok[r] = 1
             else:
                 ok[r] = 0

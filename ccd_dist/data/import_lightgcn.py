@@ -99,9 +99,9 @@ def import_lightgcn(train_path, test_path, valid_fraction: float = 0.0, seed: in
             "sources": [{"path": str(p.resolve()), "sha256": _sha256(p)} for p in (train_path, test_path)],
             "options": {"valid_fraction": valid_fraction, "seed": seed},
         },
-        "import_report": {"train_duplicates_before_valid_carve": int(train_dups)},
         "id_maps": None,
     }
     stream = assemble_stream(parts, [(n_users, n_items)], meta, sources=[str(train_path)])
+    # train was de-duplicated before the carve; report those repeats as train's
     stream.meta["import_report"]["duplicates_dropped"][0]["train"] = int(train_dups)
     return stream

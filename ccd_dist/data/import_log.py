@@ -36,7 +36,6 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from .assemble import assemble_stream
 from .splitting import split_block
-from .stream import Stream
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 

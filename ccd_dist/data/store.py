@@ -18,7 +18,6 @@ leaves a partial store. Reading needs pyarrow and numpy only.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -137,7 +136,6 @@ def save_stream(stream: Stream, path, overwrite: bool = False, id_maps=None) -> 
     table = _interaction_table(stream)
     meta = _store_meta(stream, id_maps)
     with atomic_directory(path, overwrite=overwrite) as tmp:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a store is an ordinary readable folder
         pq.write_table(table, tmp / INTERACTIONS, compression="zstd")
         for kind, tab in map_tables.items():
             pq.write_table(tab, tmp / ID_MAP_FILES[kind], compression="zstd")

@@ -24,8 +24,10 @@ def interactions_to_csr(users, items, n_users: int, n_items: int) -> sp.csr_matr
     mat.sum_duplicates()
     mat.data[:] = 1.0
     mat.sort_indices()
-    mat.indptr = mat.indptr.astype(np.int64, copy=False)
-    mat.indices = mat.indices.astype(np.int32, copy=False)
+    # scipy needs indptr and indices of one dtype (tocoo/nonzero fail otherwise).
+    index_dtype = np.int32 if mat.nnz < 2**31 - 1 else np.int64
+    mat.indptr = mat.indptr.astype(index_dtype, copy=False)
+    mat.indices = mat.indices.astype(index_dtype, copy=False)
     return mat
 
 

@@ -84,7 +84,8 @@ def per_row_metrics(topk_items, ground_truth_rows: sp.csr_matrix, ks=DEFAULT_KS)
     topk_items = np.asarray(topk_items)
     if gt.shape[0] != topk_items.shape[0]:
         raise arg_error(
-            "ground_truth", f"{gt.shape[0]} ground-truth rows for {topk_items.shape[0]} top-K rows; they must be aligned"
+            "ground_truth",
+            f"{gt.shape[0]} ground-truth rows for {topk_items.shape[0]} top-K rows; they must be aligned",
         )
     hits, dcg, n_gt = count_hits_dcg(topk_items, gt.indptr, gt.indices, ks)
     ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(max(ks)) + 2.0))])

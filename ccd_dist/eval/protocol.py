@@ -13,7 +13,6 @@ and the full catalogue is ranked (no top-1000 truncation before masking).
 from __future__ import annotations
 
 from ccd_dist.data.stream import Block, Stream
-from ccd_dist.errors import InputError
 
 from .metrics import DEFAULT_KS, EmbeddingRanker, arg_error, canonical_binary, evaluate_ranker
 
@@ -69,22 +68,37 @@ def evaluate_block(
     )
 
 
-def evaluate_new_users_ranker(ranker, stream: Stream, k: int, split: str = "test", **kwargs) -> dict:
+def evaluate_new_users_ranker(
+    ranker, stream: Stream, k: int, split: str = "test", *, ks=DEFAULT_KS, drop_excluded_ground_truth=False
+) -> dict:
     """`evaluate_new_users` for any ranker object."""
-    _check_block_index(stream, k, "k")
-    return evaluate_block_ranker(ranker, stream[k], split, users=stream.new_users(k), **kwargs)
+    k = _check_block_index(stream, k, "k")
+    return evaluate_block_ranker(
+        ranker, stream[k], split, users=stream.new_users(k), ks=ks,
+        drop_excluded_ground_truth=drop_excluded_ground_truth,
+    )
 
 
-def evaluate_new_users(user_emb, item_emb, stream: Stream, k: int, split: str = "test", **kwargs) -> dict:
+def evaluate_new_users(
+    user_emb,
+    item_emb,
+    stream: Stream,
+    k: int,
+    split: str = "test",
+    *,
+    ks=DEFAULT_KS,
+    drop_excluded_ground_truth: bool = False,
+    backend=None,
+    chunk_size=None,
+) -> dict:
     """Metrics on block k restricted to the users first seen in block k: [U_{k-1}, U_k).
 
-    Keyword arguments as for `evaluate_block` (ks, drop_excluded_ground_truth,
-    backend, chunk_size). For k = 0 every user is new.
+    For k = 0 every user is new. Same options as `evaluate_block`.
     """
-    backend = kwargs.pop("backend", None)
-    chunk_size = kwargs.pop("chunk_size", None)
     ranker = EmbeddingRanker(user_emb, item_emb, backend=backend, chunk_size=chunk_size)
-    return evaluate_new_users_ranker(ranker, stream, k, split, **kwargs)
+    return evaluate_new_users_ranker(
+        ranker, stream, k, split, ks=ks, drop_excluded_ground_truth=drop_excluded_ground_truth
+    )
 
 
 def _check_block_index(stream: Stream, k, name: str) -> int:

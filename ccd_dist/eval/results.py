@@ -164,10 +164,12 @@ class ResultMatrix:
     # -- JSON --------------------------------------------------------------------
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict (NaN written as null)."""
-        summaries = {
-            s: {m: {key: [_nan_to_none(v) for v in vals] for key, vals in d.items()} for m, d in self.summary(s).items()}
-            for s in self.splits
-        }
+        summaries = {}
+        for s in self.splits:
+            summaries[s] = {
+                m: {key: [_nan_to_none(v) for v in vals] for key, vals in by_key.items()}
+                for m, by_key in self.summary(s).items()
+            }
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -188,7 +190,9 @@ class ResultMatrix:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InputError(f"not a result matrix (expected format {FORMAT!r})", path=source, where="format")
         if data.get("version") != VERSION:
-            raise InputError(f"unsupported version {data.get('version')!r}, expected {VERSION}", path=source, where="version")
+            raise InputError(
+                f"unsupported version {data.get('version')!r}, expected {VERSION}", path=source, where="version"
+            )
         try:
             rm = cls(data["n_blocks"], data["ks"], data["splits"], data.get("meta"))
             for s in rm.splits:

@@ -19,7 +19,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-_TASKS_PER_THREAD = 64  # rows are striped over this many tasks per thread: balanced work
+_TASKS_PER_THREAD = 16  # contiguous runs of rows per thread, balanced by edge count
 _PREFETCH_AHEAD = 16  # edges
 _FLOATS_PER_LINE = 16  # float32 values per 64-byte cache line
 
@@ -51,31 +51,31 @@ def _prefetch(typingctx, arr, i, j):
 
 
 @njit(parallel=True, cache=True)
-def spmm_rows(indptr, indices, data, x, rows, col_mask, out, n_tasks):
-    """out[r] = sum over edges (r, c) with col_mask[c] of data * x[c], for every r in ``rows``.
+def spmm_rows(indptr, indices, data, x, rows, bounds, col_mask, use_mask, out):
+    """out[r] = sum over edges (r, c) [with col_mask[c] if use_mask] of data * x[c], r in ``rows``.
 
-    Rows of ``out`` not in ``rows`` are left untouched. ``x`` rows whose ``col_mask``
-    is 0 are never read, so they may hold anything.
+    Task t handles rows[bounds[t]:bounds[t + 1]] (consecutive rows share neighbours,
+    so contiguous runs are much faster than striping). Rows of ``out`` not in
+    ``rows`` are left untouched; rows of ``x`` whose column is masked out are never read.
     """
-    n_rows = rows.shape[0]
     d = x.shape[1]
     nnz = indices.shape[0]
-    for task in prange(n_tasks):
+    for task in prange(bounds.shape[0] - 1):
         acc = np.zeros(d, dtype=np.float32)
-        for t in range(task, n_rows, n_tasks):
+        for t in range(bounds[task], bounds[task + 1]):
             r = rows[t]
             acc[:] = 0.0
-            end = indptr[r + 1]
-            for k in range(indptr[r], end):
+            for k in range(indptr[r], indptr[r + 1]):
                 ahead = k + _PREFETCH_AHEAD
                 if ahead < nnz:
                     for j in range(0, d, _FLOATS_PER_LINE):
                         _prefetch(x, indices[ahead], j)
                 c = indices[k]
-                if col_mask[c]:
-                    v = data[k]
-                    for j in range(d):
-                        acc[j] += v * x[c, j]
+                if use_mask and not col_mask[c]:
+                    continue
+                v = data[k]
+                for j in range(d):
+                    acc[j] += v * x[c, j]
             for j in range(d):
                 out[r, j] = acc[j]
 
@@ -94,7 +94,14 @@ def expand_mask(indptr, indices, mask, out):
         out[r] = hit
 
 
-def n_tasks() -> int:
+def task_bounds(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Split ``rows`` into contiguous runs of about equal edge counts, several per thread."""
     import numba
 
-    return max(1, numba.get_num_threads()) * _TASKS_PER_THREAD
+    n_tasks = max(1, numba.get_num_threads()) * _TASKS_PER_THREAD
+    work = np.cumsum(indptr[rows + 1] - indptr[rows] + 1)  # +1: a row costs something even if empty
+    if work.size == 0:
+        return np.zeros(1, dtype=np.int64)
+    targets = np.linspace(0, work[-1], n_tasks + 1)[1:-1]
+    cuts = np.searchsorted(work, targets, side="left")
+    return np.unique(np.concatenate([[0], cuts, [rows.size]])).astype(np.int64)

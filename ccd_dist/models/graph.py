@@ -65,7 +65,7 @@ class NormalizedGraph:
             [dinv_u[user_rows] * dinv_i[r.indices], dinv_i[item_rows] * dinv_u[rt.indices]]
         ).astype(np.float32)
         self._all_rows = np.arange(self.n_nodes, dtype=np.int64)
-        self._all_cols = np.ones(self.n_nodes, dtype=np.uint8)
+        self._no_mask = np.ones(1, dtype=np.uint8)
         self._torch = {}
 
     @property
@@ -95,8 +95,10 @@ class NormalizedGraph:
     def spmm(self, x: np.ndarray, out: np.ndarray, rows=None, col_mask=None) -> np.ndarray:
         """out[rows] = (A_hat restricted to columns with col_mask) @ x, rows default all."""
         rows = self._all_rows if rows is None else rows
-        col_mask = self._all_cols if col_mask is None else col_mask
-        _spmm.spmm_rows(self.indptr, self.indices, self.data, x, rows, col_mask, out, _spmm.n_tasks())
+        bounds = _spmm.task_bounds(self.indptr, rows)
+        use_mask = col_mask is not None
+        col_mask = self._no_mask if col_mask is None else col_mask
+        _spmm.spmm_rows(self.indptr, self.indices, self.data, x, rows, bounds, col_mask, use_mask, out)
         return out
 
     def expand(self, mask: np.ndarray) -> np.ndarray:

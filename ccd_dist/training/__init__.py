@@ -1,4 +1,1 @@
-"""Training loops shared by every stage: BPR / VAE passes, evaluation, early stopping."""
-from .loop import FitResult, fit
-
-__all__ = ["FitResult", "fit"]
+"""Training loops shared by every stage (see loop.py) and the one-model train job (static.py)."""

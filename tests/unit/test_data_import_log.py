@@ -193,3 +193,13 @@ def test_empty_block_after_filtering(tmp_path):
     path = _csv(tmp_path / "log.csv", [("a", 1, 1), ("b", 2, 2), ("c", 3, 3)])
     assert "block 3 is empty" in _error(path, k_core_min=0, n_incremental=5)
     assert "no interactions left after the 10-core filter" in _error(path)
+
+
+def test_mixed_iso_timestamps_are_ordered_in_utc(tmp_path):
+    rows = [
+        ("a", 1, "2021-01-01T12:00:00+02:00"),  # 10:00 UTC
+        ("b", 2, "2021-01-01T11:00:00Z"),       # 11:00 UTC
+        ("c", 3, "2021-01-01 09:00:00"),        # naive: read as UTC
+    ]
+    _, id_maps = import_log(_csv(tmp_path / "log.csv", rows), k_core_min=0, n_incremental=0)
+    assert id_maps["user"].to_pylist() == ["c", "a", "b"]

@@ -1,0 +1,205 @@
+"""Stage 1: a fresh student distilled from the teacher ensemble (§4, ``Run/KD.py``).
+
+Per epoch, through ``ccd_dist.training.fit``:
+
+1. BPR over block k's train pairs, 1 negative per positive drawn outside the
+   user's positives, exclusion list and interesting items; each mini-batch loss
+   also gets ``urrd_lambda`` x DE-RRD over the batch's unique users (a
+   ``batch_terms`` hook, so it shares the BPR optimiser step as in the
+   reference);
+2. an IR-RRD pass over all item ids in shuffled batches of ``ir_batch_size``,
+   ``ir_lambda`` x the same loss with users and items swapped, one step each;
+3. evaluation / early stopping as the loop does for every stage.
+
+DE-RRD / IR-RRD use the relaxed ranking loss (a Plackett-Luce likelihood of
+the interesting list ranked above the sampled uninteresting entries)::
+
+    -sum_rows [ sum_k S1_k - sum_k log( sum_{l>=k} e^{S1_l} + sum_j e^{S2_j} + 1e-8 ) ]
+
+with every score clipped at 10 from above. Uninteresting scores come from the
+row against the *whole* catalogue ([batch, n_items] product, masked by the
+sample), not from gathering [batch, n_uninteresting, d] embeddings.
+
+Deliberate choices (see also ``interesting``):
+- the RRD scores use the raw layer-0 tables for LightGCN, as the reference does
+  (the BPR term uses propagated embeddings); BPR-MF has only raw tables;
+- interesting lists exclude block-k train items / users (B1 fixed), pools are
+  capped at their size (B17 fixed);
+- the BPR loss is the model's own (softplus of the score difference); the
+  reference clamps sigmoid to [1e-4, 0.9999] (B15), which only stops gradients
+  of saturated pairs;
+- rows whose interesting list has fewer than n entries (tiny catalogues) use
+  the entries they have; the reference would include train items.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from ..errors import InputError
+from ..training.batches import epoch_seed
+from ..training.loop import FitResult, fit
+from .ensemble import TeacherLists, csr_fingerprint
+from .interesting import RRDTargets, UninterestingSampler, build_targets, union
+
+SCORE_CLIP = 10.0
+LOG_EPS = 1e-8
+
+
+@dataclass
+class KDConfig:
+    """Stage-1 hyper-parameters; defaults from ``Run/KD.py`` / ``run.sh`` (Gowalla samples)."""
+
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 1024
+    negatives: int = 1
+    epochs: int = 10
+    eval_every: int = 5
+    patience: int = 2
+    seed: int = 0
+    loss_reduction: str = "sum"
+    select_metric: str = "recall@20"
+    urrd_lambda: float = 0.01
+    ir_lambda: float = 0.01
+    n_interesting: int = 40
+    n_uninteresting_items: int = 30000  # nui; Yelp 10000
+    n_uninteresting_users: int = 19500  # nuu; Yelp 11500
+    resample_every: int = 10
+    ir_batch_size: int = 1024
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size, negatives=self.negatives,
+            epochs=self.epochs, eval_every=self.eval_every, patience=self.patience, seed=self.seed,
+            loss_reduction=self.loss_reduction, select_metric=self.select_metric,
+        )
+
+
+def relaxed_ranking_loss(s1, s2, s1_valid=None, s2_mask=None) -> torch.Tensor:
+    """Summed relaxed ranking loss of DE-RRD (see the module docstring).
+
+    s1: [B, K] scores of the interesting entries in teacher order; s2: [B, M]
+    scores of uninteresting candidates. s1_valid (bool [B, K], a prefix per
+    row) drops padded interesting slots; s2_mask (bool [B, M]) selects which
+    candidates count (None: all).
+    """
+    s1 = torch.clamp(s1, max=SCORE_CLIP)
+    s2 = torch.clamp(s2, max=SCORE_CLIP)
+    e1 = torch.exp(s1)
+    e2 = torch.exp(s2)
+    if s1_valid is not None:
+        valid = s1_valid.to(s1.dtype)
+        e1 = e1 * valid
+    if s2_mask is not None:
+        e2 = e2 * s2_mask.to(s2.dtype)
+    below = torch.flip(torch.cumsum(torch.flip(e1, [1]), 1), [1]) + e2.sum(1, keepdim=True)
+    terms = s1 - torch.log(below + LOG_EPS)
+    if s1_valid is not None:
+        terms = terms * valid
+    return -terms.sum()
+
+
+def rrd_tables(model):
+    """(user table, item table) with grad on which RRD scores are computed.
+
+    Raw layer-0 tables for BPR-MF and LightGCN (the reference's choice for
+    LightGCN). Models may provide ``rrd_tables()`` to override.
+    """
+    if hasattr(model, "rrd_tables"):
+        return model.rrd_tables()
+    if hasattr(model, "user_emb") and hasattr(model, "item_emb"):
+        return model.user_emb.weight, model.item_emb.weight
+    raise InputError(f"KD students need user/item tables (BPR-MF or LightGCN), got {type(model).__name__}",
+                     where="student")
+
+
+def _interesting_rows(lists: np.ndarray, ids: torch.Tensor, device):
+    """Interesting ids of rows `ids` with pads replaced by 0, and the valid mask."""
+    rows = torch.from_numpy(lists[ids.cpu().numpy()].astype(np.int64)).to(device)
+    valid = rows >= 0
+    return rows.clamp(min=0), valid
+
+
+class DERRDTerm:
+    """The user-side DE-RRD term added to each BPR mini-batch (``fit(batch_terms=...)``)."""
+
+    def __init__(self, targets: RRDTargets, sampler: UninterestingSampler, cfg: KDConfig):
+        self.targets, self.sampler, self.cfg = targets, sampler, cfg
+        self.total, self.batches = 0.0, 0
+
+    def __call__(self, model, users, pos, neg, epoch) -> torch.Tensor:
+        self.sampler.ensure(epoch // max(self.cfg.resample_every, 1))
+        user_w, item_w = rrd_tables(model)
+        uniq = torch.unique(torch.as_tensor(users).cpu())
+        scores = user_w[uniq.to(user_w.device)] @ item_w.T  # [b, n_items]
+        idx, valid = _interesting_rows(self.targets.interesting_items, uniq, scores.device)
+        mask = torch.from_numpy(self.sampler.user_mask(uniq.numpy())).to(scores.device)
+        loss = self.cfg.urrd_lambda * relaxed_ranking_loss(scores.gather(1, idx), scores, valid, mask)
+        self.total += float(loss.detach())
+        self.batches += 1
+        return loss
+
+    def epoch_summary(self) -> dict:
+        out = {"de_rrd_loss": self.total / max(self.batches, 1)}
+        self.total, self.batches = 0.0, 0
+        return out
+
+
+class IRRRDPass:
+    """The item-side IR-RRD pass, one optimiser step per batch of items (``fit(extra_passes=...)``)."""
+
+    def __init__(self, targets: RRDTargets, sampler: UninterestingSampler, cfg: KDConfig, user_term=None):
+        self.targets, self.sampler, self.cfg, self.user_term = targets, sampler, cfg, user_term
+
+    def __call__(self, model, optimizer, epoch) -> dict:
+        self.sampler.ensure(epoch // max(self.cfg.resample_every, 1))
+        n_items = self.targets.n_items
+        order = np.random.default_rng(epoch_seed(self.cfg.seed, epoch, 7)).permutation(n_items)
+        total, batches = 0.0, 0
+        for start in range(0, n_items, self.cfg.ir_batch_size):
+            items = torch.from_numpy(order[start:start + self.cfg.ir_batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            user_w, item_w = rrd_tables(model)
+            scores = item_w[items.to(item_w.device)] @ user_w.T  # [b, n_users]
+            idx, valid = _interesting_rows(self.targets.interesting_users, items, scores.device)
+            mask = torch.from_numpy(self.sampler.item_mask(items.numpy())).to(scores.device)
+            loss = self.cfg.ir_lambda * relaxed_ranking_loss(scores.gather(1, idx), scores, valid, mask)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            batches += 1
+        out = {"ir_rrd_loss": total / max(batches, 1)}
+        if self.user_term is not None:
+            out.update(self.user_term.epoch_summary())
+        return out
+
+
+def distill(student, train, lists: TeacherLists, cfg: KDConfig, *, exclude=None, evaluate=None, log=None):
+    """Train `student` (freshly built, U_k x I_k) on block k by KD from `lists` (E_k).
+
+    train: block k's train CSR; exclude: the per-user exclusion lists (CSR, may
+    be None at k = 0 or smaller than the block), see §4 "Negative exclusion".
+    evaluate(model) -> metrics drives model selection (``fit``).
+    Returns (student, FitResult); the student holds the best evaluated state.
+    """
+    if lists.train_fingerprint and lists.train_fingerprint != csr_fingerprint(train):
+        raise InputError("the teacher lists were built with a different train matrix than this block's",
+                         where="teacher")
+    if (student.n_users, student.n_items) != tuple(train.shape):
+        raise InputError(f"student is {student.n_users} x {student.n_items}, the block {train.shape}",
+                         where="student")
+    rrd_tables(student)  # fail early for unsupported students
+    targets = build_targets(lists, train, exclude, cfg.n_interesting)
+    sampler = UninterestingSampler(targets, cfg.n_uninteresting_items, cfg.n_uninteresting_users, cfg.seed)
+    bpr_exclude = union(tuple(train.shape), exclude, targets.interesting_item_csr())
+    user_term = DERRDTerm(targets, sampler, cfg)
+    item_pass = IRRRDPass(targets, sampler, cfg, user_term)
+    result: FitResult = fit(
+        student, train, cfg.train_config(), evaluate, exclude=bpr_exclude,
+        batch_terms=(user_term,), extra_passes=(item_pass,), log=log,
+    )
+    return student, result
