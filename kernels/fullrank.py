@@ -276,6 +276,19 @@ def select_rows_varlen(scores, lengths):
     return offsets, items, vals
 
 
+@njit(cache=True)
+def _is_masked(m_indices, lo, hi, x):
+    """Is x among the sorted m_indices[lo:hi]?"""
+    end = hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if m_indices[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < end and m_indices[lo] == x
+
+
 @njit(parallel=True, cache=True)
 def _merge_columns(scores, user0, m_indptr, m_indices, heap_s, heap_u, size, thr, n_parts):
     c, n = scores.shape
@@ -284,39 +297,28 @@ def _merge_columns(scores, user0, m_indptr, m_indices, heap_s, heap_u, size, thr
         a = part * n // n_parts
         b = (part + 1) * n // n_parts
         for r in range(c):
-            u = user0 + r
             row = scores[r]
-            p = m_indptr[r]
-            p_end = m_indptr[r + 1]
-            # first masked column >= a (mask rows are sorted)
-            lo, hi_ = p, p_end
-            while lo < hi_:
-                mid = (lo + hi_) // 2
-                if m_indices[mid] < a:
-                    lo = mid + 1
-                else:
-                    hi_ = mid
-            p = lo
-            nxt = m_indices[p] if p < p_end else n
             for i in range(a, b):
-                if i == nxt:
-                    p += 1
-                    nxt = m_indices[p] if p < p_end else n
-                    continue
-                s = row[i]
-                if size[i] < k:
+                # thr is -inf until a column's heap is full, so this test is the
+                # whole cost for almost every entry (-inf scores are never kept)
+                if row[i] > thr[i]:
+                    if _is_masked(m_indices, m_indptr[r], m_indptr[r + 1], i):
+                        continue
+                    s = row[i]
+                    u = user0 + r
                     j = size[i]
-                    heap_s[i, j] = s
-                    heap_u[i, j] = u
-                    _sift_up(heap_s[i], heap_u[i], j)
-                    size[i] = j + 1
-                    if j + 1 == k:
+                    if j < k:
+                        heap_s[i, j] = s
+                        heap_u[i, j] = u
+                        _sift_up(heap_s[i], heap_u[i], j)
+                        size[i] = j + 1
+                        if j + 1 == k:
+                            thr[i] = heap_s[i, 0]
+                    else:
+                        heap_s[i, 0] = s
+                        heap_u[i, 0] = u
+                        _sift_down(heap_s[i], heap_u[i], k, 0)
                         thr[i] = heap_s[i, 0]
-                elif s > thr[i]:
-                    heap_s[i, 0] = s
-                    heap_u[i, 0] = u
-                    _sift_down(heap_s[i], heap_u[i], k, 0)
-                    thr[i] = heap_s[i, 0]
 
 
 @njit(parallel=True, cache=True)
@@ -335,7 +337,7 @@ class ColumnTopK:
 
     Memory is O(columns x k); each chunk costs one pass over its scores. Chunks
     must arrive in ascending row order (ties then keep the lower row id).
-    Masked (row, column) pairs are skipped. Columns with fewer than k unmasked
+    Masked (row, column) pairs and -inf scores are skipped. Columns with fewer than k unmasked
     rows are padded with row -1 / score -inf.
     """
 
@@ -379,13 +381,20 @@ def _round_canonical(s64, user_vecs, item_emb, tau, out, n_parts):
     for part in prange(n_parts):
         for r in range(part * c // n_parts, (part + 1) * c // n_parts):
             t = tau[r]
-            for i in range(n):
-                x = s64[r, i]
+            row = s64[r]
+            dst = out[r]
+            doubtful = False
+            for i in range(n):  # branch-free, vectorisable
+                x = row[i]
                 f = np.float32(x)
-                # every value within t of x rounds to f -> so does the canonical sum
-                if np.float32(x - t) != f or np.float32(x + t) != f:
-                    f = canonical_dot(user_vecs[r], item_emb[i])
-                out[r, i] = f
+                dst[i] = f
+                doubtful |= (np.float32(x - t) != f) | (np.float32(x + t) != f)
+            if doubtful:  # rare: some value lies within t of a float32 rounding boundary
+                for i in range(n):
+                    x = row[i]
+                    f = np.float32(x)
+                    if np.float32(x - t) != f or np.float32(x + t) != f:
+                        dst[i] = canonical_dot(user_vecs[r], item_emb[i])
 
 
 class CanonicalScorer:

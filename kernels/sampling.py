@@ -4,7 +4,8 @@ A user's *forbidden* set is its positives plus, when given, its row of the
 exclusion list; negatives are uniform over the rest of [0, n_items).
 
 How a user is sampled (inside one parallel chunk of users):
-- its forbidden items are marked in a byte map of the catalogue (cleared after);
+- its forbidden items are stamped in a uint16 map of the catalogue (a new stamp
+  per user, so the map is never cleared between users);
 - if at most half the catalogue is forbidden, each draw is rejection sampling
   against the map: O(1) per attempt, fewer than 2 attempts on average;
 - otherwise the allowed items are listed once and each draw picks one by rank,
@@ -14,9 +15,12 @@ Every draw is a pure function of (seed, positive row r, draw j, attempt a) via
 the counter hash in ``_rng``, so the output is the same for any thread count and
 chunking, and column j of a row does not depend on n_neg.
 
-Exclusion list conventions: it is a CSR with at most as many rows as there are
-users; users beyond its last row have no exclusions. Its entries may be
-unsorted or repeated; -1 padding and ids outside [0, n_items) are ignored.
+Exclusion list conventions: it is a CSR with at most as many rows as there
+are users (more is an error); users beyond its last row have no exclusions. Its
+entries may be unsorted or repeated; -1 padding and ids outside [0, n_items)
+are ignored. Positives may be unsorted or repeated too, but must lie in
+[0, n_items). A user with positives and no eligible item is an error raised
+before anything is drawn.
 """
 from __future__ import annotations
 
@@ -32,6 +36,10 @@ from ._rng import seed_key, sub_key, uniform_below
 MAX_ATTEMPTS = 64  # rejection attempts per draw; the draw counter is j * MAX_ATTEMPTS + a
 _CHUNK_WORK = 32768  # target work units (marks + draws) per parallel chunk
 _INT32_MAX = np.iinfo(np.int32).max
+_MAX_STAMP = 65535  # largest uint16 stamp before the map is reset
+# Below this many work units (~0.3 ms on one core) a parallel region cannot pay
+# off, and on a loaded machine waiting for a second thread can cost milliseconds.
+_PARALLEL_MIN_WORK = 262144
 
 
 # --------------------------------------------------------------------------- kernels
@@ -39,7 +47,11 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 @njit(cache=True, inline="always")
 def _mark_user(u, indptr, indices, ex_indptr, ex_indices, n_items, mark, value):
-    """Set mark[x] = value for u's forbidden items; return how many changed."""
+    """Set mark[x] = value for u's forbidden items; return how many changed.
+
+    With a fresh `value` per user (a stamp), the count is the size of u's
+    forbidden set and the map never needs clearing between users.
+    """
     changed = 0
     for p in range(indptr[u], indptr[u + 1]):
         x = indices[p]
@@ -55,53 +67,73 @@ def _mark_user(u, indptr, indices, ex_indptr, ex_indices, n_items, mark, value):
     return changed
 
 
-@njit(parallel=True, cache=True)
-def _draw(indptr, indices, ex_indptr, ex_indices, n_items, n_neg, key,
-          seg_user, seg_lo, seg_hi, rows, out_rows, chunk_ptr, out):
-    """Fill out[o, :] for every position k of every segment.
+@njit(cache=True)
+def _draw_chunk(c, indptr, indices, ex_indptr, ex_indices, n_items, n_neg, key,
+                seg_user, seg_lo, seg_hi, rows, out_rows, chunk_ptr, out):
+    """Fill out[o, :] for every position k of every segment of chunk c.
 
     Segment s covers positions [seg_lo[s], seg_hi[s]) of user seg_user[s];
     position k stands for positive row rows[k] written to out row out_rows[k]
     (both are k itself when rows / out_rows are empty).
     """
     explicit = rows.shape[0] > 0
+    mark = np.zeros(n_items, np.uint16)  # mark[x] == stamp: x is forbidden for this user
+    stamp = 0
+    allowed = np.empty(0, np.int32)
+    for s in range(chunk_ptr[c], chunk_ptr[c + 1]):
+        u = seg_user[s]
+        stamp += 1
+        if stamp > _MAX_STAMP:
+            mark[:] = 0
+            stamp = 1
+        n_forbidden = _mark_user(u, indptr, indices, ex_indptr, ex_indices, n_items, mark, stamp)
+        n_allowed = n_items - n_forbidden
+        dense = 2 * n_forbidden > n_items
+        if dense:
+            if allowed.shape[0] == 0:
+                allowed = np.empty(n_items, np.int32)
+            m = 0
+            for x in range(n_items):
+                if mark[x] != stamp:
+                    allowed[m] = x
+                    m += 1
+        for k in range(seg_lo[s], seg_hi[s]):
+            r = rows[k] if explicit else k
+            o = out_rows[k] if explicit else k
+            row_key = sub_key(key, r)
+            for j in range(n_neg):
+                if dense:
+                    h = sub_key(row_key, j * MAX_ATTEMPTS)
+                    out[o, j] = allowed[uniform_below(h, n_allowed)]
+                    continue
+                x = 0
+                for a in range(MAX_ATTEMPTS):
+                    h = sub_key(row_key, j * MAX_ATTEMPTS + a)
+                    x = uniform_below(h, n_items)
+                    if mark[x] != stamp:
+                        break
+                steps = 0
+                while mark[x] == stamp and steps < n_items:  # probability < 2**-64: probe on
+                    x = x + 1 if x + 1 < n_items else 0
+                    steps += 1
+                out[o, j] = x
+
+
+@njit(parallel=True, cache=True)
+def _draw_parallel(indptr, indices, ex_indptr, ex_indices, n_items, n_neg, key,
+                   seg_user, seg_lo, seg_hi, rows, out_rows, chunk_ptr, out):
     for c in prange(chunk_ptr.shape[0] - 1):
-        mark = np.zeros(n_items, np.uint8)
-        allowed = np.empty(0, np.int32)
-        for s in range(chunk_ptr[c], chunk_ptr[c + 1]):
-            u = seg_user[s]
-            n_forbidden = _mark_user(u, indptr, indices, ex_indptr, ex_indices, n_items, mark, 1)
-            n_allowed = n_items - n_forbidden
-            dense = 2 * n_forbidden > n_items
-            if dense:
-                if allowed.shape[0] == 0:
-                    allowed = np.empty(n_items, np.int32)
-                m = 0
-                for x in range(n_items):
-                    if mark[x] == 0:
-                        allowed[m] = x
-                        m += 1
-            for k in range(seg_lo[s], seg_hi[s]):
-                r = rows[k] if explicit else k
-                o = out_rows[k] if explicit else k
-                row_key = sub_key(key, r)
-                for j in range(n_neg):
-                    if dense:
-                        h = sub_key(row_key, j * MAX_ATTEMPTS)
-                        out[o, j] = allowed[uniform_below(h, n_allowed)]
-                        continue
-                    x = 0
-                    for a in range(MAX_ATTEMPTS):
-                        h = sub_key(row_key, j * MAX_ATTEMPTS + a)
-                        x = uniform_below(h, n_items)
-                        if mark[x] == 0:
-                            break
-                    steps = 0
-                    while mark[x] != 0 and steps < n_items:  # probability < 2**-64: probe on
-                        x = x + 1 if x + 1 < n_items else 0
-                        steps += 1
-                    out[o, j] = x
-            _mark_user(u, indptr, indices, ex_indptr, ex_indices, n_items, mark, 0)
+        _draw_chunk(c, indptr, indices, ex_indptr, ex_indices, n_items, n_neg, key,
+                    seg_user, seg_lo, seg_hi, rows, out_rows, chunk_ptr, out)
+
+
+@njit(cache=True)
+def _draw_serial(indptr, indices, ex_indptr, ex_indices, n_items, n_neg, key,
+                 seg_user, seg_lo, seg_hi, rows, out_rows, chunk_ptr, out):
+    """For small calls, where a parallel region would only add thread wake-ups."""
+    for c in range(chunk_ptr.shape[0] - 1):
+        _draw_chunk(c, indptr, indices, ex_indptr, ex_indices, n_items, n_neg, key,
+                    seg_user, seg_lo, seg_hi, rows, out_rows, chunk_ptr, out)
 
 
 @njit(cache=True)
@@ -111,7 +143,7 @@ def _count_forbidden(indptr, indices, ex_indptr, ex_indices, n_items, users):
     counts = np.empty(users.shape[0], np.int64)
     for i in range(users.shape[0]):
         counts[i] = _mark_user(users[i], indptr, indices, ex_indptr, ex_indices, n_items, mark, 1)
-        _mark_user(users[i], indptr, indices, ex_indptr, ex_indices, n_items, mark, 0)
+        _mark_user(users[i], indptr, indices, ex_indptr, ex_indices, n_items, mark, 0)  # clear
     return counts
 
 
@@ -188,13 +220,16 @@ def _check_scalars(n_items, n_neg, seed):
     return n_items, n_neg, seed_key(seed)
 
 
+def _forbidden_bound(ptr, ex_ptr, users):
+    """Positives + exclusion entries of each user: an upper bound on its forbidden count."""
+    n_ex = np.zeros(ptr.size - 1, np.int64)
+    n_ex[: ex_ptr.size - 1] = np.diff(ex_ptr)
+    return (ptr[users + 1] - ptr[users]) + n_ex[users]
+
+
 def _check_eligible(ptr, idx, ex_ptr, ex_idx, n_items: int, users: np.ndarray) -> None:
     """Raise, before any sampling, if one of `users` has every item forbidden."""
-    n_users = ptr.size - 1
-    n_ex = np.zeros(n_users, np.int64)
-    n_ex[: ex_ptr.size - 1] = np.diff(ex_ptr)
-    bound = np.diff(ptr)[users] + n_ex[users]  # an upper bound on the forbidden count
-    suspects = users[bound >= n_items]
+    suspects = users[_forbidden_bound(ptr, ex_ptr, users) >= n_items]
     if suspects.size == 0:
         return
     counts = _count_forbidden(ptr, idx, ex_ptr, ex_idx, n_items, suspects)
@@ -221,12 +256,13 @@ def _run(ptr, idx, ex_ptr, ex_idx, n_items, n_neg, key, seg_user, seg_lo, seg_hi
     out = np.empty((n_out, n_neg), np.int32)
     if n_out == 0 or n_neg == 0:
         return out
-    n_ex = np.zeros(ptr.size - 1, np.int64)
-    n_ex[: ex_ptr.size - 1] = np.diff(ex_ptr)
-    setup = (ptr[seg_user + 1] - ptr[seg_user]) + n_ex[seg_user]
-    work = (seg_hi - seg_lo) * (n_neg + 1) + 2 * setup
-    _draw(ptr, idx, ex_ptr, ex_idx, np.int64(n_items), np.int64(n_neg), key,
-          seg_user, seg_lo, seg_hi, rows, out_rows, _chunks(work), out)
+    # work units: one per draw and per row (its key), two per forbidden entry (marking)
+    work = (seg_hi - seg_lo) * (n_neg + 1) + 2 * _forbidden_bound(ptr, ex_ptr, seg_user)
+    chunk_ptr = _chunks(work)
+    parallel = chunk_ptr.size > 2 and work.sum() >= _PARALLEL_MIN_WORK
+    draw = _draw_parallel if parallel else _draw_serial
+    draw(ptr, idx, ex_ptr, ex_idx, np.int64(n_items), np.int64(n_neg), key,
+         seg_user, seg_lo, seg_hi, rows, out_rows, chunk_ptr, out)
     return out
 
 
@@ -260,9 +296,10 @@ def sample_negatives_for_rows(indptr, indices, rows, n_items, n_neg, seed,
     """The rows `rows` (positive indices into the CSR) of `sample_negatives`.
 
     ``sample_negatives_for_rows(..., rows, ...)[i]`` equals
-    ``sample_negatives(...)[rows[i]]`` for the same arguments, at the cost of
-    the requested rows only (useful for one mini-batch). Only the users owning
-    those rows are checked for an empty eligible set.
+    ``sample_negatives(...)[rows[i]]`` for the same arguments, but draws only
+    the requested rows (useful for one mini-batch; the input checks still read
+    the whole CSR). Only the users owning those rows are checked for an empty
+    eligible set. Rows may repeat and come in any order.
     """
     n_items, n_neg, key = _check_scalars(n_items, n_neg, seed)
     ptr, idx = _check_positives(indptr, indices, n_items)

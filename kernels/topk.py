@@ -16,10 +16,11 @@ Two kernels share one row routine:
 - ``refine_candidates`` does the same for candidate lists fetched elsewhere
   (FAISS) and reports the rows whose proposal could not be certified.
 
-Selection per row: a threshold guessed from a strided sample of the row is
-checked by one vectorised pass that collects every item at or above it (about
-2k items; everything eligible when the guess was too high), then the k-th
-best of those candidates is found with a partial sort. No heap, no full sort.
+Selection per row (``_candidates``): two thresholds read off a sample of the
+row are checked by one vectorised counting pass; only the blocks of items that
+reach the tighter threshold that at least k items reach are walked, and the
+k-th best of those few candidates is found with a partial sort. No heap and no
+full sort.
 
 Masks are CSR rows (``mask_indptr``, ``mask_indices``) addressed by
 ``row_users[r]``; a negative ``row_users[r]`` or one past the last CSR row means
@@ -54,37 +55,109 @@ def canonical_dot(u, v):
     return np.float32(acc)
 
 
+@njit(cache=True)
+def canonical_dots(u, item_emb, ids, m, out):
+    """out[p] = canonical_dot(u, item_emb[ids[p]]) for p < m, four at a time.
+
+    Four independent sums hide the add latency; each is still summed in order
+    t = 0..d-1, so every value equals ``canonical_dot`` exactly.
+    """
+    d = u.shape[0]
+    p = 0
+    while p + 4 <= m:
+        v0 = item_emb[ids[p]]
+        v1 = item_emb[ids[p + 1]]
+        v2 = item_emb[ids[p + 2]]
+        v3 = item_emb[ids[p + 3]]
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        for t in range(d):
+            x = np.float64(u[t])
+            a0 += x * np.float64(v0[t])
+            a1 += x * np.float64(v1[t])
+            a2 += x * np.float64(v2[t])
+            a3 += x * np.float64(v3[t])
+        out[p] = np.float32(a0)
+        out[p + 1] = np.float32(a1)
+        out[p + 2] = np.float32(a2)
+        out[p + 3] = np.float32(a3)
+        p += 4
+    while p < m:
+        out[p] = canonical_dot(u, item_emb[ids[p]])
+        p += 1
+
+
 # --------------------------------------------------------------------------- row helpers
 
-_HIT = 16  # items per vectorised threshold test
-_SAMPLE = 1024  # strided sample used to guess a threshold
+_HIT = 64  # items per block of the vectorised threshold counts (64 vectorises; 16 does not)
+_PIECES = 16  # the threshold sample is _PIECES evenly spaced runs of _HIT contiguous items
+_SAMPLE = _PIECES * _HIT
 
 
 @njit(cache=True)
-def _collect(row, t, ci, cs):
-    """Items with t <= score and score > -inf, in increasing id, into (ci, cs); returns the count.
+def _sample_thresholds(row, r_tight, r_safe, top):
+    """(t_tight, t_safe): the r_tight-th and r_safe-th largest of a sample of the row.
 
-    Blocks of ``_HIT`` items are first tested with a branch-free count, which
-    the compiler vectorises; only blocks holding a hit are walked item by item.
+    The sample is spread over the catalogue (item ids may correlate with
+    popularity) but reads only _PIECES runs of contiguous items. ``top`` holds
+    the r_safe largest values so far, descending (insertion: r_safe is small).
     """
     n = row.shape[0]
-    m = 0
-    base = 0
-    while base + _HIT <= n:
+    filled = 0
+    for p in range(_PIECES):
+        start = (p * (n - _HIT)) // (_PIECES - 1)
+        for q in range(start, start + _HIT):
+            x = row[q]
+            if filled == r_safe and not x > top[r_safe - 1]:
+                continue
+            pos = filled if filled < r_safe else r_safe - 1
+            while pos > 0 and top[pos - 1] < x:
+                top[pos] = top[pos - 1]
+                pos -= 1
+            top[pos] = x
+            if filled < r_safe:
+                filled += 1
+    return top[r_tight - 1], top[r_safe - 1]
+
+
+@njit(cache=True)
+def _block_counts(row, t_tight, t_safe, hits_tight, hits_safe):
+    """Per block of _HIT items, how many reach each threshold; returns the totals."""
+    tot_tight = 0
+    tot_safe = 0
+    for b in range(row.shape[0] // _HIT):
+        a = 0
         c = 0
-        for q in range(_HIT):
-            c += np.int32(row[base + q] >= t)
-        if c > 0:
-            for q in range(base, base + _HIT):
+        for q in range(b * _HIT, b * _HIT + _HIT):
+            s = row[q]
+            a += np.int32(s >= t_tight)
+            c += np.int32(s >= t_safe)
+        hits_tight[b] = a
+        hits_safe[b] = c
+        tot_tight += a
+        tot_safe += c
+    return tot_tight, tot_safe
+
+
+@njit(cache=True)
+def _collect_blocks(row, t, hits, ci, cs):
+    """Items with score >= t from the blocks that have hits (plus the tail), in id order."""
+    n = row.shape[0]
+    m = 0
+    nb = n // _HIT
+    for b in range(nb):
+        if hits[b] > 0:
+            for q in range(b * _HIT, b * _HIT + _HIT):
                 s = row[q]
-                if s >= t and s > NEG_INF:
+                if s >= t:
                     ci[m] = q
                     cs[m] = s
                     m += 1
-        base += _HIT
-    for q in range(base, n):
+    for q in range(nb * _HIT, n):
         s = row[q]
-        if s >= t and s > NEG_INF:
+        if s >= t:
             ci[m] = q
             cs[m] = s
             m += 1
@@ -92,32 +165,49 @@ def _collect(row, t, ci, cs):
 
 
 @njit(cache=True)
-def _guess_threshold(row, k, sample):
-    """A score that about 2k + a few items reach, from a strided sample; -inf when small."""
-    n = row.shape[0]
-    if n <= 4 * _SAMPLE or 4 * k >= n:
-        return NEG_INF
-    for i in range(_SAMPLE):
-        sample[i] = row[(i * n) // _SAMPLE]
-    r = (2 * k * _SAMPLE) // n + 6  # expected hits ~ r / _SAMPLE * n > 2k
-    if r >= _SAMPLE:
-        return NEG_INF
-    return np.partition(sample, _SAMPLE - r)[_SAMPLE - r]
+def _collect_eligible(row, ci, cs):
+    """Every item with a score above -inf, in id order."""
+    m = 0
+    for q in range(row.shape[0]):
+        s = row[q]
+        if s > NEG_INF:
+            ci[m] = q
+            cs[m] = s
+            m += 1
+    return m
 
 
 @njit(cache=True)
-def _candidates(row, k, tau, sample, ci, cs):
+def _candidates(row, k, tau, scratch, hits_tight, hits_safe, ci, cs):
     """Every eligible item that can be in the top k once scores move by up to tau.
 
     Returns m: (ci, cs)[:m] holds, in increasing id, all items whose score is
     at least (k-th best score - 2 tau), or all eligible items when fewer than k.
+    A tight and a safe threshold are read off a sample; one vectorised pass
+    counts the items reaching each, per block; the tightest threshold reached
+    by at least k items decides which blocks are walked. When even the safe
+    one is not (or the row is small), every eligible item is taken.
     """
     if k == 0:
         return 0
-    t = _guess_threshold(row, k, sample)
-    m = _collect(row, t, ci, cs)
-    if m < k and t > NEG_INF:  # the guess was too high: take everything eligible
-        m = _collect(row, NEG_INF, ci, cs)
+    n = row.shape[0]
+    r_tight = (k * _SAMPLE) // n + 3  # ~k + 3 n / _SAMPLE items expected at or above
+    r_safe = (4 * k * _SAMPLE) // n + 8
+    m = -1
+    if n > 4 * _SAMPLE and r_safe <= _SAMPLE // 4:
+        t_tight, t_safe = _sample_thresholds(row, r_tight, r_safe, scratch)
+        tot_tight, tot_safe = _block_counts(row, t_tight, t_safe, hits_tight, hits_safe)
+        tail_tight = 0
+        tail_safe = 0
+        for q in range((n // _HIT) * _HIT, n):
+            tail_tight += np.int32(row[q] >= t_tight)
+            tail_safe += np.int32(row[q] >= t_safe)
+        if t_tight > NEG_INF and tot_tight + tail_tight >= k:
+            m = _collect_blocks(row, t_tight, hits_tight, ci, cs)
+        elif t_safe > NEG_INF and tot_safe + tail_safe >= k:
+            m = _collect_blocks(row, t_safe, hits_safe, ci, cs)
+    if m < 0:
+        m = _collect_eligible(row, ci, cs)
     if m <= k:
         return m
     kth = np.partition(cs[:m], m - k)[m - k]  # k-th largest
@@ -135,18 +225,29 @@ def _candidates(row, k, tau, sample, ci, cs):
 def _emit_sorted(cs, ci, m, k, out_items, out_scores, r):
     """Write the best min(k, m) of (cs, ci)[:m] by (score desc, id asc) into row r.
 
-    (ci, cs)[:m] must be in increasing id order: a stable sort on the negated
-    score then leaves equal scores in id order.
+    Each pair becomes one int64 key whose ascending order is that order (the
+    float bits mapped to an order-preserving int, negated, above the id), so a
+    partition plus a plain integer sort does the work. Scores must not be NaN;
+    cs is modified (-0.0 becomes 0.0).
     """
-    neg = np.empty(m, np.float32)
+    keys = np.empty(m, np.int64)
     for p in range(m):
-        neg[p] = -cs[p]
-    order = np.argsort(neg, kind="mergesort")
+        cs[p] = cs[p] + np.float32(0.0)  # -0.0 -> 0.0, so equal scores get equal keys
+    bits = cs[:m].view(np.int32)
+    for p in range(m):
+        b = bits[p]
+        asc = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))  # int order == float order
+        keys[p] = (np.int64(~asc) << 32) | np.int64(ci[p])
     take = min(k, m)
+    if 0 < take < m:
+        keys = np.partition(keys, take - 1)[:take]
+    keys = np.sort(keys[:take])
+    row_bits = out_scores[r].view(np.int32)
     for p in range(take):
-        q = order[p]
-        out_items[r, p] = ci[q]
-        out_scores[r, p] = cs[q]
+        q = keys[p]
+        out_items[r, p] = np.int32(q & 0x7FFFFFFF)
+        asc = ~np.int32(q >> 32)
+        row_bits[p] = asc ^ ((asc >> 31) & np.int32(0x7FFFFFFF))
     for p in range(take, k):
         out_items[r, p] = -1
         out_scores[r, p] = NEG_INF
@@ -172,7 +273,9 @@ def _masked_topk_kernel(scores, row_users, mask_indptr, mask_indices, k, out_ite
     n_tasks = (c + _BLOCK - 1) // _BLOCK
     for t in prange(n_tasks):
         row = np.empty(n, np.float32)
-        sample = np.empty(_SAMPLE, np.float32)
+        scratch = np.empty(_SAMPLE, np.float32)
+        hits_tight = np.empty(n // _HIT + 1, np.int32)
+        hits_safe = np.empty(n // _HIT + 1, np.int32)
         ci = np.empty(n, np.int32)
         cs = np.empty(n, np.float32)
         for r in range(t * _BLOCK, min(c, (t + 1) * _BLOCK)):
@@ -180,7 +283,7 @@ def _masked_topk_kernel(scores, row_users, mask_indptr, mask_indices, k, out_ite
                 s = scores[r, j]
                 row[j] = s if s == s else NEG_INF
             _mask_row(row, row_users[r], mask_indptr, mask_indices)
-            m = _candidates(row, k, 0.0, sample, ci, cs)
+            m = _candidates(row, k, 0.0, scratch, hits_tight, hits_safe, ci, cs)
             _emit_sorted(cs, ci, m, k, out_items, out_scores, r)
 
 
@@ -226,16 +329,16 @@ def refine_topk(buf, n_rows, row_users, mask_indptr, mask_indices, k, user_vecs,
     n = buf.shape[1]
     n_tasks = (n_rows + _BLOCK - 1) // _BLOCK
     for t in prange(n_tasks):
-        sample = np.empty(_SAMPLE, np.float32)
+        scratch = np.empty(_SAMPLE, np.float32)
+        hits_tight = np.empty(n // _HIT + 1, np.int32)
+        hits_safe = np.empty(n // _HIT + 1, np.int32)
         ci = np.empty(n, np.int32)
         cs = np.empty(n, np.float32)
         for r in range(t * _BLOCK, min(n_rows, (t + 1) * _BLOCK)):
             row = buf[r]
             _mask_row(row, row_users[r], mask_indptr, mask_indices)
-            m = _candidates(row, k, tau[r], sample, ci, cs)
-            u = user_vecs[r]
-            for p in range(m):
-                cs[p] = canonical_dot(u, item_emb[ci[p]])
+            m = _candidates(row, k, tau[r], scratch, hits_tight, hits_safe, ci, cs)
+            canonical_dots(user_vecs[r], item_emb, ci, m, cs)
             _emit_sorted(cs, ci, m, k, out_items, out_scores, out_offset + r)
 
 
@@ -287,10 +390,7 @@ def refine_candidates(cand_ids, cand_scores, row_users, mask_indptr, mask_indice
                 lowest = cand_scores[r, f - 1]
                 good = np.float64(kth) > np.float64(lowest) + tau[r]
             if good:
-                by_id = np.argsort(ci[:m])
-                ids = ci[:m][by_id]
-                vals = cs[:m][by_id]
-                _emit_sorted(vals, ids, m, k, out_items, out_scores, out_offset + r)
+                _emit_sorted(cs, ci, m, k, out_items, out_scores, out_offset + r)
                 ok[r] = 1
             else:
                 ok[r] = 0

@@ -321,6 +321,7 @@ def build_rank_ensemble(
     sums = np.empty((rows, n_items), np.float32)
     top_users = ColumnTopK(n_items, n_top_users)
     parts = []
+    timing = dict.fromkeys(("score", "rank", "user_lists", "item_lists"), 0.0)
     started = time.perf_counter()
     for start in range(0, n_users, chunk):
         stop = min(n_users, start + chunk)
@@ -328,12 +329,20 @@ def build_rank_ensemble(
         acc = sums[:c]
         acc.fill(0.0)
         for users, scorer in tables:
+            t0 = time.perf_counter()
             scores = scorer.scores(users[start:stop], buf64, buf32)
+            t1 = time.perf_counter()
             accumulate_rank_weights(scores, acc, table)
+            timing["score"] += t1 - t0
+            timing["rank"] += time.perf_counter() - t1
+        t0 = time.perf_counter()
         np.divide(acc, np.float32(len(tables)), out=acc)
         parts.append(select_rows_varlen(acc, lengths[start:stop]))
+        t1 = time.perf_counter()
         sub = train[start:stop]
         top_users.add(acc, start, sub.indptr, sub.indices)
+        timing["user_lists"] += t1 - t0
+        timing["item_lists"] += time.perf_counter() - t1
         if progress is not None:
             progress(stop, n_users)
 
@@ -341,7 +350,8 @@ def build_rank_ensemble(
     indptr = np.zeros(n_users + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     item_users, item_scores = top_users.result()
-    info = {"exponent": float(exponent), "seconds": round(time.perf_counter() - started, 3), "chunk_size": chunk}
+    info = {"exponent": float(exponent), "seconds": round(time.perf_counter() - started, 3), "chunk_size": chunk,
+            "seconds_by_step": {k: round(v, 3) for k, v in timing.items()}}
     info.update(meta or {})
     return TeacherLists(
         member_names=[m.name for m in members], n_users=n_users, n_items=n_items, list_size=int(list_size),

@@ -51,8 +51,8 @@ def _prefetch(typingctx, arr, i, j):
 
 
 @njit(parallel=True, cache=True)
-def spmm_rows(indptr, indices, data, x, rows, bounds, col_mask, use_mask, out):
-    """out[r] = sum over edges (r, c) [with col_mask[c] if use_mask] of data * x[c], r in ``rows``.
+def spmm_rows(indptr, indices, data, x, rows, bounds, col_mask, use_mask, scale, out):
+    """out[r] = scale * sum over edges (r, c) [with col_mask[c] if use_mask] of data * x[c], r in ``rows``.
 
     Task t handles rows[bounds[t]:bounds[t + 1]] (consecutive rows share neighbours,
     so contiguous runs are much faster than striping). Rows of ``out`` not in
@@ -68,8 +68,10 @@ def spmm_rows(indptr, indices, data, x, rows, bounds, col_mask, use_mask, out):
             for k in range(indptr[r], indptr[r + 1]):
                 ahead = k + _PREFETCH_AHEAD
                 if ahead < nnz:
-                    for j in range(0, d, _FLOATS_PER_LINE):
-                        _prefetch(x, indices[ahead], j)
+                    c_ahead = indices[ahead]
+                    if not use_mask or col_mask[c_ahead]:
+                        for j in range(0, d, _FLOATS_PER_LINE):
+                            _prefetch(x, c_ahead, j)
                 c = indices[k]
                 if use_mask and not col_mask[c]:
                     continue
@@ -77,7 +79,16 @@ def spmm_rows(indptr, indices, data, x, rows, bounds, col_mask, use_mask, out):
                 for j in range(d):
                     acc[j] += v * x[c, j]
             for j in range(d):
-                out[r, j] = acc[j]
+                out[r, j] = acc[j] * scale
+
+
+@njit(cache=True)
+def mark_neighbours(indptr, indices, nodes, out):
+    """out[c] = 1 for every neighbour c of ``nodes`` (serial push: cheap for a small set)."""
+    for t in range(nodes.shape[0]):
+        r = nodes[t]
+        for k in range(indptr[r], indptr[r + 1]):
+            out[indices[k]] = 1
 
 
 @njit(parallel=True, cache=True)

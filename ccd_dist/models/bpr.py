@@ -1,4 +1,10 @@
-"""BPR-MF (§2.1): user and item tables, score = inner product, BPR loss on raw rows."""
+"""BPR-MF (§2.1): user and item tables, score = inner product, BPR loss on raw rows.
+
+Both tables live in one parameter ``embedding.weight`` over the joint id space
+(users 0..U-1, then items U..U+I-1): LightGCN propagates exactly that matrix, so
+keeping it joint saves a concatenation and a split per training batch.
+``user_table`` / ``item_table`` are views of the two halves.
+"""
 from __future__ import annotations
 
 import torch
@@ -14,29 +20,40 @@ class BPRMF(Recommender):
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, seed: int = 0):
         super().__init__(n_users, n_items, dim, seed)
-        self.user_emb = nn.Embedding.from_pretrained(self._normal(n_users, dim), freeze=False)
-        self.item_emb = nn.Embedding.from_pretrained(self._normal(n_items, dim), freeze=False)
+        weight = torch.cat([self._normal(n_users, dim), self._normal(n_items, dim)])
+        self.embedding = nn.Embedding.from_pretrained(weight, freeze=False)
 
-    def _ids(self, x) -> torch.Tensor:
-        return torch.from_numpy(as_index(x)).to(self.user_emb.weight.device)
+    @property
+    def user_table(self) -> torch.Tensor:
+        """Layer-0 user rows [n_users, d] (a view of the parameter)."""
+        return self.embedding.weight[: self.n_users]
+
+    @property
+    def item_table(self) -> torch.Tensor:
+        """Layer-0 item rows [n_items, d] (a view of the parameter)."""
+        return self.embedding.weight[self.n_users:]
+
+    def _ids(self, x, size: int, name: str, offset: int = 0) -> torch.Tensor:
+        return torch.from_numpy(as_index(x, size, name) + offset).to(self.embedding.weight.device)
 
     def representations(self):
         with torch.no_grad():
-            return self.user_emb.weight.detach().clone(), self.item_emb.weight.detach().clone()
+            return self.user_table.detach().clone(), self.item_table.detach().clone()
 
     def score(self, users, items):
         with torch.no_grad():
-            return (self.user_emb(self._ids(users)) * self.item_emb(self._ids(items))).sum(-1)
+            u = self.embedding(self._ids(users, self.n_users, "users"))
+            i = self.embedding(self._ids(items, self.n_items, "items", self.n_users))
+            return (u * i).sum(-1)
 
     def bpr_loss(self, users, pos, neg, reduction: str = "sum"):
-        users, pos, neg = self._ids(users), self._ids(pos), self._ids(neg)
-        neg = neg.view(len(users), -1)
-        return bpr_pairwise(self.user_emb(users), self.item_emb(pos), self.item_emb(neg), reduction)
+        users = self._ids(users, self.n_users, "users")
+        pos = self._ids(pos, self.n_items, "pos", self.n_users)
+        neg = self._ids(neg, self.n_items, "neg", self.n_users).view(len(users), -1)
+        return bpr_pairwise(self.embedding(users), self.embedding(pos), self.embedding(neg), reduction)
 
     def _grow(self, n_users, n_items, user_rows, item_rows):
-        dev = self.user_emb.weight.device
+        w = self.embedding.weight.detach()
         with torch.no_grad():
-            users = torch.cat([self.user_emb.weight.detach(), user_rows.to(dev)])
-            items = torch.cat([self.item_emb.weight.detach(), item_rows.to(dev)])
-        self.user_emb = nn.Embedding.from_pretrained(users, freeze=False)
-        self.item_emb = nn.Embedding.from_pretrained(items, freeze=False)
+            weight = torch.cat([w[: self.n_users], user_rows.to(w.device), w[self.n_users:], item_rows.to(w.device)])
+        self.embedding = nn.Embedding.from_pretrained(weight, freeze=False)

@@ -66,6 +66,7 @@ class NormalizedGraph:
         ).astype(np.float32)
         self._all_rows = np.arange(self.n_nodes, dtype=np.int64)
         self._no_mask = np.ones(1, dtype=np.uint8)
+        self._work = None
         self._torch = {}
 
     @property
@@ -92,19 +93,31 @@ class NormalizedGraph:
 
     # ------------------------------------------------------------------ CPU kernels
 
-    def spmm(self, x: np.ndarray, out: np.ndarray, rows=None, col_mask=None) -> np.ndarray:
-        """out[rows] = (A_hat restricted to columns with col_mask) @ x, rows default all."""
+    def spmm(self, x: np.ndarray, out: np.ndarray, rows=None, col_mask=None, scale: float = 1.0) -> np.ndarray:
+        """out[rows] = scale * (A_hat restricted to columns with col_mask) @ x, rows default all."""
         rows = self._all_rows if rows is None else rows
         bounds = _spmm.task_bounds(self.indptr, rows)
         use_mask = col_mask is not None
         col_mask = self._no_mask if col_mask is None else col_mask
-        _spmm.spmm_rows(self.indptr, self.indices, self.data, x, rows, bounds, col_mask, use_mask, out)
+        _spmm.spmm_rows(self.indptr, self.indices, self.data, x, rows, bounds, col_mask, use_mask,
+                        np.float32(scale), out)
         return out
 
-    def expand(self, mask: np.ndarray) -> np.ndarray:
-        out = np.empty_like(mask)
-        _spmm.expand_mask(self.indptr, self.indices, mask, out)
+    def expand(self, mask: np.ndarray, nodes=None) -> np.ndarray:
+        """mask plus its neighbours; pass ``nodes`` (the set bits) when the set is small."""
+        if nodes is not None:
+            out = mask.copy()
+            _spmm.mark_neighbours(self.indptr, self.indices, nodes, out)
+        else:
+            out = np.empty_like(mask)
+            _spmm.expand_mask(self.indptr, self.indices, mask, out)
         return out
+
+    def workspace(self, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two reusable [n_nodes, d] float32 buffers for intermediate layers (never returned)."""
+        if self._work is None or self._work[0].shape[1] != d:
+            self._work = (np.empty((self.n_nodes, d), np.float32), np.empty((self.n_nodes, d), np.float32))
+        return self._work
 
 
 def propagate_full(graph: NormalizedGraph, e0: torch.Tensor, layers: int) -> torch.Tensor:
@@ -158,16 +171,16 @@ class BatchPropagation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, e0: torch.Tensor, graph: NormalizedGraph, nodes: np.ndarray, layers: int):
         x0 = e0.detach().numpy()
-        n = graph.n_nodes
-        masks = [np.zeros(n, dtype=np.uint8)]
+        masks = [np.zeros(graph.n_nodes, dtype=np.uint8)]
         masks[0][nodes] = 1
-        for _ in range(layers - 1):
-            masks.append(graph.expand(masks[-1]))
-        total = x0[nodes].copy()
+        for k in range(1, layers):
+            masks.append(graph.expand(masks[-1], nodes if k == 1 else None))
+        total = x0[nodes]
         cur = x0
+        work = graph.workspace(x0.shape[1])
         for level in range(layers - 1, -1, -1):  # layer l = layers - level lives on F_level
             rows = nodes if level == 0 else np.flatnonzero(masks[level])
-            nxt = np.empty_like(x0)
+            nxt = work[level % 2]
             graph.spmm(cur, nxt, rows=rows)
             total += nxt[nodes]
             cur = nxt
@@ -179,12 +192,17 @@ class BatchPropagation(torch.autograd.Function):
         graph, nodes, layers, masks = ctx.graph, ctx.nodes, ctx.layers, ctx.masks
         g = np.ascontiguousarray(grad_out.detach().numpy(), dtype=np.float32)
         shape = (graph.n_nodes, g.shape[1])
-        h = np.zeros(shape, dtype=np.float32) if layers == 0 else np.empty(shape, dtype=np.float32)
+        # the result is fresh memory: autograd may keep it as the parameter's .grad
+        result = np.zeros(shape, dtype=np.float32) if layers == 0 else np.empty(shape, dtype=np.float32)
+        work = graph.workspace(g.shape[1])
+        h = work[0] if layers > 0 else result
         h[nodes] = g  # rows outside F_0 are never read: the column mask skips them
         for k in range(1, layers + 1):
-            rows = None if k == layers else np.flatnonzero(masks[k])
-            nxt = graph.spmm(h, np.empty_like(h), rows=rows, col_mask=masks[k - 1])
-            nxt[nodes] += g
+            last = k == layers
+            nxt = result if last else work[k % 2]
+            rows = None if last else np.flatnonzero(masks[k])
+            scale = np.float32(1.0 / (layers + 1)) if last else np.float32(1.0)
+            graph.spmm(h, nxt, rows=rows, col_mask=masks[k - 1], scale=scale)
+            nxt[nodes] += g * scale
             h = nxt
-        h *= np.float32(1.0 / (layers + 1))
-        return torch.from_numpy(h), None, None, None
+        return torch.from_numpy(result), None, None, None

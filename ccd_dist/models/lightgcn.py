@@ -47,27 +47,24 @@ class LightGCN(BPRMF):
     @property
     def adj(self) -> torch.Tensor:
         """A_hat as a torch sparse CSR tensor on the model's device."""
-        return self._graph().torch_csr(self.user_emb.weight.device)
+        return self._graph().torch_csr(self.embedding.weight.device)
 
     def _graph(self) -> NormalizedGraph:
         if self.graph is None:
             raise RuntimeError("LightGCN has no graph: call set_interactions(train_csr) with the block's train matrix")
         return self.graph
 
-    def _e0(self) -> torch.Tensor:
-        return torch.cat([self.user_emb.weight, self.item_emb.weight])
-
     def representations(self):
         graph = self._graph()
         with torch.no_grad():
-            out = propagate_full(graph, self._e0().detach(), self.layers)
+            out = propagate_full(graph, self.embedding.weight.detach(), self.layers)
         return out[: self.n_users].contiguous(), out[self.n_users:].contiguous()
 
     def _propagate_nodes(self, joint: np.ndarray):
         """Propagated rows for the joint ids ``joint``: (rows of unique nodes, inverse index)."""
         graph = self._graph()
         nodes, inverse = np.unique(joint, return_inverse=True)
-        e0 = self._e0()
+        e0 = self.embedding.weight
         if e0.device.type == "cpu" and self.backend == "auto":
             out = BatchPropagation.apply(e0, graph, nodes.astype(np.int64), self.layers)
         else:

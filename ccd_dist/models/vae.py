@@ -2,8 +2,10 @@
 
 encoder Linear(n_items -> d) + tanh, then w_mean / w_logstd Linear(d -> d), decoder
 Linear(d -> n_items); Xavier-normal weights and N(0, 1) biases as in the reference.
-Input: the user's L2-normalised 0/1 interaction row (from ``set_interactions``),
-densified per batch only. Loss, averaged over the batch:
+Input: the user's L2-normalised 0/1 interaction row (from ``set_interactions``), kept
+sparse: the encoder is a sparse x dense product and the reconstruction term gathers
+log-probabilities at the row's nonzeros, so only the decoder output [batch, n_items]
+is dense. Loss, averaged over the batch:
   -sum_i log softmax(logits)_i * x_i  +  beta * KL(N(mu, sigma^2) || N(0, 1)),
 with beta = min(0.2, step / 200000).
 
@@ -32,7 +34,7 @@ from .base import Recommender, as_index
 
 BETA_CAP = 0.2
 BETA_STEPS = 200_000
-REPR_CHUNK = 512  # users densified at once in representations()
+REPR_CHUNK = 4096  # users encoded at once in representations()
 
 
 def kl_weight(step: int) -> float:
@@ -65,33 +67,43 @@ class MultVAE(Recommender):
 
     # ------------------------------------------------------------------ inputs
 
-    def _rows(self, users: np.ndarray) -> torch.Tensor:
-        """Dense L2-normalised 0/1 rows [len(users), n_items]; users with no row are zero."""
+    def _inputs(self, users: np.ndarray):
+        """The users' L2-normalised 0/1 rows as (sparse COO [B, n_items], row ids, item ids, values).
+
+        Users without interactions (or without interactions set) have empty rows.
+        """
         dev = self.decoder.weight.device
-        x = torch.zeros(len(users), self.n_items)
-        if self._train is not None and len(users):
+        if self._train is None or not len(users):
+            rows = cols = np.zeros(0, dtype=np.int64)
+            vals = np.zeros(0, dtype=np.float32)
+        else:
             indptr, indices = self._train.indptr, self._train.indices
             counts = indptr[users + 1] - indptr[users]
-            starts = np.repeat(indptr[users], counts)
-            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-            cols = indices[starts + offsets]
+            starts = np.repeat(indptr[users] - (np.cumsum(counts) - counts), counts)
+            cols = indices[starts + np.arange(counts.sum())].astype(np.int64)
             rows = np.repeat(np.arange(len(users)), counts)
-            norm = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0).astype(np.float32)
-            x[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = torch.from_numpy(norm[rows])
-        return x.to(dev)
+            vals = (1.0 / np.sqrt(np.maximum(counts, 1))).astype(np.float32)[rows]
+        rows_t, cols_t = torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)
+        vals_t = torch.from_numpy(vals).to(dev)
+        x = torch.sparse_coo_tensor(torch.stack([rows_t, cols_t]), vals_t, (len(users), self.n_items),
+                                    is_coalesced=True)
+        return x, rows_t, cols_t, vals_t
 
     def _encode(self, x: torch.Tensor):
-        h = torch.tanh(self.encoder(x))
+        """(mu, log sigma) of sparse input rows ``x``: tanh(x W_enc^T + b) -> two Linear(d, d)."""
+        h = torch.tanh(torch.sparse.mm(x, self.encoder.weight.t()) + self.encoder.bias)
         return self.w_mean(h), self.w_logstd(h)
 
     # ------------------------------------------------------------------ interface
 
     def vae_loss(self, user_batch, step: int) -> torch.Tensor:
-        x = self._rows(as_index(user_batch, self.n_users, "user_batch"))
+        x, rows, cols, vals = self._inputs(as_index(user_batch, self.n_users, "user_batch"))
         mu, logstd = self._encode(x)
         noise = torch.randn(mu.shape, generator=self._noise).to(mu.device)
         z = mu + noise * torch.exp(logstd)
-        recon = -(torch.log_softmax(self.decoder(z), dim=1) * x).sum(1)
+        logp = torch.log_softmax(self.decoder(z), dim=1)
+        # -sum_i log p_i * x_i over the nonzeros of x only (x is sparse)
+        recon = torch.zeros(len(mu), device=mu.device).index_add(0, rows, -logp[rows, cols] * vals)
         kl = 0.5 * (mu.pow(2) + torch.exp(2 * logstd) - 2 * logstd - 1).sum(1)
         return (recon + kl_weight(step) * kl).mean()
 
@@ -99,7 +111,8 @@ class MultVAE(Recommender):
         """Encoder means mu(x_u) (evaluation: no noise)."""
         users = as_index(users, self.n_users, "users")
         with torch.no_grad():
-            parts = [self._encode(self._rows(users[s:s + REPR_CHUNK]))[0] for s in range(0, len(users), REPR_CHUNK)]
+            parts = [self._encode(self._inputs(users[s:s + REPR_CHUNK])[0])[0]
+                     for s in range(0, len(users), REPR_CHUNK)]
         return torch.cat(parts) if parts else torch.zeros(0, self.dim, device=self.decoder.weight.device)
 
     def representations(self):
@@ -113,14 +126,14 @@ class MultVAE(Recommender):
         """Decoder logits of (user, item) pairs from the evaluation forward pass."""
         users, items = as_index(users, self.n_users, "users"), as_index(items, self.n_items, "items")
         with torch.no_grad():
-            logits = self.decoder(self._encode(self._rows(users))[0])
+            logits = self.decoder(self._encode(self._inputs(users)[0])[0])
             return logits[torch.arange(len(users)), torch.from_numpy(items).to(logits.device)]
 
     def softmax(self, users) -> torch.Tensor:
         """The reference's score rows: softmax over all items [len(users), n_items] (evaluation mode)."""
         users = as_index(users, self.n_users, "users")
         with torch.no_grad():
-            return torch.softmax(self.decoder(self._encode(self._rows(users))[0]), dim=1)
+            return torch.softmax(self.decoder(self._encode(self._inputs(users)[0])[0]), dim=1)
 
     def _grow(self, n_users, n_items, user_rows, item_rows):
         new = n_items - self.n_items

@@ -65,10 +65,10 @@ class ModelTestMixin:
 
     def item_rows(self, model: Recommender) -> torch.Tensor:
         """The per-item parameter rows that ``grow`` extends (width ``model.item_width``)."""
-        return model.item_emb.weight.detach()
+        return model.item_table.detach()
 
     def user_rows(self, model: Recommender):
-        return model.user_emb.weight.detach()
+        return model.user_table.detach()
 
     def fit(self, model: Recommender, steps: int | None = None, seed: int = 0) -> Recommender:
         rng = np.random.default_rng(seed)

@@ -89,7 +89,7 @@ def test_lightgcn_representations_match_dense_propagation():
     train = graph_with_isolated_nodes()
     model = build_model("lightgcn", 4, 5, dim=6, layers=3, seed=0).set_interactions(train)
     a = dense_normalized_adjacency(train)
-    e = torch.cat([model.user_emb.weight, model.item_emb.weight]).detach().double().numpy()
+    e = model.embedding.weight.detach().double().numpy()
     layers = [e]
     for _ in range(3):
         layers.append(a @ layers[-1])
@@ -116,9 +116,7 @@ def test_lightgcn_frontier_kernels_match_torch_loss_and_gradients(layers):
     torch.testing.assert_close(lf, lr, rtol=1e-5, atol=1e-6)
     lf.backward()
     lr.backward()
-    for name in ("user_emb", "item_emb"):
-        torch.testing.assert_close(getattr(fast, name).weight.grad, getattr(ref, name).weight.grad,
-                                   rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(fast.embedding.weight.grad, ref.embedding.weight.grad, rtol=1e-5, atol=1e-8)
 
 
 def test_lightgcn_kernels_do_not_depend_on_thread_count():
@@ -130,7 +128,7 @@ def test_lightgcn_kernels_do_not_depend_on_thread_count():
             numba.set_num_threads(threads)
             model = build_model("lightgcn", N_USERS, N_ITEMS, 8, layers=3, seed=0).set_interactions(train)
             model.bpr_loss(np.arange(20), np.arange(20) % N_ITEMS, (np.arange(20) * 7) % N_ITEMS).backward()
-            grads.append(model.user_emb.weight.grad.clone())
+            grads.append(model.embedding.weight.grad.clone())
             reps.append(model.representations()[1])
     finally:
         numba.set_num_threads(before)

@@ -101,7 +101,10 @@ def test_single_eligible_item_is_always_drawn():
     assert set(out[3:].ravel()) <= {0, 1, 3, 4}
 
 
-def test_deterministic_across_calls_threads_and_n_neg():
+def test_deterministic_across_calls_threads_and_n_neg(monkeypatch):
+    from ccd_dist.kernels import sampling
+
+    monkeypatch.setattr(sampling, "_PARALLEL_MIN_WORK", 0)  # always the parallel kernel here
     rng = np.random.default_rng(2)
     n_items = 500
     pos = random_csr(rng, 3000, n_items, 12)
@@ -254,3 +257,20 @@ def test_property_random_small_matrices(problem):
     np.testing.assert_array_equal(
         sample_negatives_for_rows(indptr, indices, rows, n_items, n_neg, seed, ex_ptr, ex_idx), out[rows]
     )
+
+
+def test_parallel_and_serial_kernels_agree_and_the_stamp_map_resets(monkeypatch):
+    # 70,000 users in one chunk run past the 65,535 uint16 stamps, so the map is reset mid-chunk.
+    from ccd_dist.kernels import sampling
+
+    n_users, n_items = 70_000, 3
+    indptr = np.arange(n_users + 1, dtype=np.int64)
+    indices = np.arange(n_users, dtype=np.int64) % n_items
+    ex_ptr = np.arange(n_users + 1, dtype=np.int64)
+    ex_idx = (indices + 1) % n_items
+    monkeypatch.setattr(sampling, "_PARALLEL_MIN_WORK", 0)
+    many = sample_negatives(indptr, indices, n_items, 2, 5, ex_ptr, ex_idx)
+    monkeypatch.setattr(sampling, "_CHUNK_WORK", 10**12)  # one chunk: the serial kernel
+    one = sample_negatives(indptr, indices, n_items, 2, 5, ex_ptr, ex_idx)
+    np.testing.assert_array_equal(one, many)
+    np.testing.assert_array_equal(one, np.repeat(((indices + 2) % n_items)[:, None], 2, axis=1))

@@ -1,0 +1,168 @@
+"""Stage-1 KD (§4): interesting lists (B1), uninteresting samples (B17), the RRD loss, a tiny run."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from ccd_dist.ccd.ensemble import Member, build_rank_ensemble, member_from_model
+from ccd_dist.ccd.interesting import UninterestingSampler, build_targets
+from ccd_dist.ccd.kd import KDConfig, distill, relaxed_ranking_loss
+from ccd_dist.data import interactions_to_csr
+from ccd_dist.errors import InputError
+from ccd_dist.kernels.subsets import sample_subset_bits, unpack_rows
+
+
+def ordered_members(n_users, n_items):
+    """One member whose scores rank item 0 first, then 1, 2, ... for every user
+    and user 0 first, then 1, ... for every item: score = -(i + u / 1000)."""
+    user = np.stack([np.ones(n_users), -np.arange(n_users) / 1000.0], 1).astype(np.float32)
+    item = np.stack([-np.arange(n_items, dtype=np.float64), np.ones(n_items)], 1).astype(np.float32)
+    return [Member("ordered", user, item)]
+
+
+def test_b1_interesting_items_exclude_train_items():
+    """B1: the reference ranks train items *first* (NaN in topk); they must be removed instead."""
+    n_users, n_items = 6, 30
+    # every user trained on the teacher's three best items (0, 1, 2) and on item 7
+    users = np.repeat(np.arange(n_users), 4)
+    items = np.tile([0, 1, 2, 7], n_users)
+    train = interactions_to_csr(users, items, n_users, n_items)
+    lists = build_rank_ensemble(ordered_members(n_users, n_items), train, list_size=10, n_top_users=3)
+    inter = lists.interesting_items(train, 5)
+    assert inter.tolist() == [[3, 4, 5, 6, 8]] * n_users
+    # item side: users who trained on the item are not its interesting users
+    train2 = interactions_to_csr([0, 2], [4, 4], n_users, n_items)
+    lists2 = build_rank_ensemble(ordered_members(n_users, n_items), train2, list_size=10, n_top_users=3)
+    assert lists2.interesting_users(3)[4].tolist() == [1, 3, 4]
+    assert lists2.interesting_users(3)[5].tolist() == [0, 1, 2]
+
+
+def test_b17_uninteresting_samples_are_allowed_and_capped():
+    """B17: never a forbidden pair, exactly min(n, pool) per row, deterministic per seed and period."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 25, 40
+    train = sp.random(n_users, n_items, density=0.3, random_state=1, format="csr")
+    exclude = sp.random(n_users, n_items, density=0.1, random_state=2, format="csr")
+    members = [Member("a", rng.standard_normal((n_users, 4)).astype(np.float32),
+                      rng.standard_normal((n_items, 4)).astype(np.float32))]
+    lists = build_rank_ensemble(members, train, list_size=8, n_top_users=8)
+    targets = build_targets(lists, train, exclude, n_interesting=8)
+
+    forbidden = (train.toarray() != 0) | (exclude.toarray() != 0)
+    for u in range(n_users):
+        forbidden[u, targets.interesting_items[u][targets.interesting_items[u] >= 0]] = True
+    for i in range(n_items):
+        forbidden[targets.interesting_users[i][targets.interesting_users[i] >= 0], i] = True
+    np.testing.assert_array_equal(targets.forbidden.toarray() != 0, forbidden)
+    pool_users = (~forbidden).sum(1)
+    pool_items = (~forbidden).sum(0)
+
+    nui = int(np.median(pool_users))  # some users have a smaller pool: capped there
+    sampler = UninterestingSampler(targets, nui, 1000, seed=3)
+    sampler.ensure(0)
+    umask = sampler.user_mask(np.arange(n_users))
+    imask = sampler.item_mask(np.arange(n_items))
+    assert not (umask & forbidden).any()
+    assert not (imask & forbidden.T).any()
+    np.testing.assert_array_equal(umask.sum(1), np.minimum(nui, pool_users))
+    np.testing.assert_array_equal(imask.sum(1), pool_items)  # 1000 > every pool: all allowed users
+    assert (pool_users < nui).any() and (pool_users > nui).any()
+
+    again = UninterestingSampler(targets, nui, 1000, seed=3)
+    again.ensure(0)
+    np.testing.assert_array_equal(again.user_mask(np.arange(n_users)), umask)
+    sampler.ensure(1)
+    assert not np.array_equal(sampler.user_mask(np.arange(n_users)), umask)
+
+
+def test_subset_sampling_is_uniform_over_the_pool():
+    draws = 4000  # rows with the same forbidden columns draw independently (their own keys)
+    forbid_indptr = np.arange(draws + 1, dtype=np.int64) * 2
+    forbid_indices = np.tile(np.array([1, 4], dtype=np.int32), draws)
+    bits, n = sample_subset_bits(np.arange(draws), 8, 3, forbid_indptr, forbid_indices, seed=5)
+    taken = unpack_rows(bits, 8)
+    assert (n == 3).all() and (taken.sum(1) == 3).all()
+    assert not taken[:, [1, 4]].any()
+    freq = taken[:, [0, 2, 3, 5, 6, 7]].mean(0)
+    # each allowed column is taken with probability 3/6; 5 sigma is about 0.04
+    np.testing.assert_allclose(freq, 0.5, atol=0.04)
+    # and pairs are as often together as a uniform 3-subset of 6 implies: 3/6 * 2/5
+    both = (taken[:, 0] & taken[:, 7]).mean()
+    assert both == pytest.approx(0.2, abs=0.035)
+
+
+def direct_loss(s1, s2, valid):
+    """The DE-RRD formula written out per row and position with NumPy."""
+    total = 0.0
+    for r in range(s1.shape[0]):
+        a = np.minimum(s1[r][valid[r]], 10.0)
+        b = np.minimum(s2[r], 10.0)
+        for k in range(len(a)):
+            total -= a[k] - np.log(np.exp(a[k:]).sum() + np.exp(b).sum() + 1e-8)
+    return total
+
+
+def test_relaxed_ranking_loss_matches_direct_formula():
+    rng = np.random.default_rng(4)
+    s1 = rng.normal(0, 5, size=(5, 6))
+    s1[0, 0] = 14.0  # clipped at 10
+    s2 = rng.normal(0, 5, size=(5, 9))
+    valid = np.ones((5, 6), dtype=bool)
+    valid[2, 4:] = False  # a short interesting list
+    got = relaxed_ranking_loss(torch.tensor(s1), torch.tensor(s2), torch.tensor(valid))
+    assert float(got) == pytest.approx(direct_loss(s1, s2, valid), rel=1e-9)
+    # a mask over a wider candidate row equals passing the selected columns
+    wide = np.concatenate([s2, rng.normal(0, 5, size=(5, 4))], 1)
+    mask = np.zeros(wide.shape, dtype=bool)
+    mask[:, :9] = True
+    masked = relaxed_ranking_loss(torch.tensor(s1), torch.tensor(wide), torch.tensor(valid), torch.tensor(mask))
+    assert float(masked) == pytest.approx(float(got), rel=1e-12)
+
+
+def test_relaxed_ranking_loss_prefers_the_teacher_order():
+    good = torch.tensor([[3.0, 2.0, 1.0]])
+    bad = torch.tensor([[1.0, 2.0, 3.0]])
+    rest = torch.tensor([[-1.0, -2.0]])
+    assert relaxed_ranking_loss(good, rest) < relaxed_ranking_loss(bad, rest)
+
+
+def test_distill_refuses_lists_of_another_block():
+    from ccd_dist.models import build_model
+
+    train = interactions_to_csr([0, 1], [0, 1], 3, 4)
+    other = interactions_to_csr([0, 2], [0, 1], 3, 4)
+    lists = build_rank_ensemble(ordered_members(3, 4), other, list_size=2)
+    with pytest.raises(InputError, match="different train"):
+        distill(build_model("bpr", 3, 4, 4), train, lists, KDConfig(epochs=1))
+
+
+def test_kd_student_learns_from_two_bpr_teachers():
+    from ccd_dist.config import TrainConfig
+    from ccd_dist.data import make_synthetic_stream
+    from ccd_dist.eval import evaluate_block
+    from ccd_dist.models import build_model
+    from ccd_dist.training.loop import fit
+
+    stream = make_synthetic_stream(n_users=300, n_items=200, n_blocks=2, interactions_per_user=20, seed=0)
+    block = stream[0]
+
+    def valid_metrics(model):
+        users, items = model.representations()
+        return evaluate_block(users, items, block, split="valid")
+
+    members = []
+    for seed in (0, 1):
+        teacher = build_model("bpr", block.n_users, block.n_items, 32, seed=seed)
+        fit(teacher, block.train, TrainConfig(lr=1e-2, batch_size=256, epochs=15, seed=seed), None)
+        members.append(member_from_model(f"bpr_{seed}", teacher))
+    lists = build_rank_ensemble(members, block.train)
+
+    student = build_model("lightgcn", block.n_users, block.n_items, 8, seed=5)
+    baseline = valid_metrics(student.set_interactions(block.train))["recall@20"]
+    cfg = KDConfig(epochs=10, eval_every=5, patience=5, batch_size=256, urrd_lambda=0.1, ir_lambda=0.1,
+                   n_uninteresting_items=100, n_uninteresting_users=100, resample_every=5)
+    student, result = distill(student, block.train, lists, cfg, evaluate=valid_metrics)
+    de_rrd = [h["de_rrd_loss"] for h in result.history]
+    ir_rrd = [h["ir_rrd_loss"] for h in result.history]
+    assert de_rrd[-1] < de_rrd[0] and ir_rrd[-1] < ir_rrd[0]
+    assert result.best_valid["recall@20"] > baseline + 0.1
