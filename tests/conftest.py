@@ -22,3 +22,15 @@ def shared_path(*parts) -> Path:
 @pytest.fixture
 def shared_data():
     return shared_path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray (2 CPUs, loopback) for the whole test session, always shut down."""
+    ray = pytest.importorskip("ray")
+    from ccd_dist.distributed.executor import RayExecutor
+
+    executor = RayExecutor(num_cpus=2)
+    yield executor
+    if ray.is_initialized():
+        ray.shutdown()
