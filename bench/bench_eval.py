@@ -30,8 +30,7 @@ from bench._report import table, write_section  # noqa: E402
 
 COMMAND = "flock /tmp/ccd-heavy.lock python bench/bench_eval.py"
 IMPORT = (
-    "import sys; from ccd_dist.data.import_ccd import import_ccd; from ccd_dist.data.store import save_stream; "
-    "save_stream(import_ccd(sys.argv[1]), sys.argv[2])"
+    "import sys; from ccd_dist.data import import_ccd, save_stream; save_stream(import_ccd(sys.argv[1]), sys.argv[2])"
 )
 
 
@@ -52,7 +51,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
 
-    from ccd_dist.data.store import load_stream
+    from ccd_dist.data import load_stream
     from ccd_dist.eval import ResultMatrix, evaluate_stream
 
     rows, mem = [], [("start (imports done)", rss_mb())]

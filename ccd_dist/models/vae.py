@@ -86,7 +86,7 @@ class MultVAE(Recommender):
         rows_t, cols_t = torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)
         vals_t = torch.from_numpy(vals).to(dev)
         x = torch.sparse_coo_tensor(torch.stack([rows_t, cols_t]), vals_t, (len(users), self.n_items),
-                                    is_coalesced=True)
+                                    is_coalesced=True, check_invariants=False)  # canonical CSR rows
         return x, rows_t, cols_t, vals_t
 
     def _encode(self, x: torch.Tensor):

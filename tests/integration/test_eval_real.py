@@ -27,7 +27,7 @@ _CACHE = {}
 
 @pytest.fixture
 def yelp(shared_data):
-    from ccd_dist.data.import_ccd import import_ccd
+    from ccd_dist.data import import_ccd
 
     path = shared_data("ccd", "yelp")
     if path not in _CACHE:
