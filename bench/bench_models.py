@@ -190,6 +190,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_one(*args.child, args)))
         return 0
     rows = []
+    load_before = os.getloadavg()[0]
     for dataset in args.datasets.split(","):
         if dataset == "lightgcn-gowalla" and not LIGHTGCN_TRAIN.exists():
             print(f"skip {dataset}: {LIGHTGCN_TRAIN} not found")
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
             "train pairs": f"{r['pairs']:,}", "epoch (s)": f"{r['epoch_s']:.1f}",
             "ms / batch": f"{r['ms_per_batch']:.1f}", "sampling (s)": f"{r['sample_s']:.2f}",
             "representations (s)": f"{r['repr_s']:.2f}", "peak RSS (MB)": f"{r['peak_rss_mb']:.0f}",
-            "mean batch loss": f"{r['loss_first']:.4g} -> {r['loss_last']:.4g}", "note": note})
+            "mean batch loss": f"{r['loss_last']:.4g}", "note": note})
     from bench._report import table, write_section
 
     body = (
@@ -235,7 +236,9 @@ def main(argv=None) -> int:
         f"{' (QUICK: first 3,000 users)' if args.quick else ''}. Each model in its own process; peak RSS is "
         "that process's maximum resident set. Epoch = negative sampling + one pass over the shuffled pairs "
         "(users for the VAE). Target: LightGCN on lightgcn-gowalla <= 30 s/epoch, peak RSS < 3 GB "
-        "(the LightGCN authors' code: ~145 s/epoch on this machine class).\n\n" + table(table_rows)
+        "(the LightGCN authors' code: ~145 s/epoch on this machine class). "
+        f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run "
+        "(other processes on the machine slow every figure down).\n\n" + table(table_rows)
     )
     print(body)
     if not args.no_report:

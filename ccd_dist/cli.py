@@ -15,6 +15,7 @@ from .errors import InputError
 COMMAND_MODULES = [
     "ccd_dist.data.cli",
     "ccd_dist.training.cli",
+    "ccd_dist.pipeline.cli",
 ]
 
 

@@ -16,11 +16,10 @@ Two kernels share one row routine:
 - ``refine_candidates`` does the same for candidate lists fetched elsewhere
   (FAISS) and reports the rows whose proposal could not be certified.
 
-Selection per row (``_candidates``): two thresholds read off a sample of the
-row are checked by one vectorised counting pass; only the blocks of items that
-reach the tighter threshold that at least k items reach are walked, and the
-k-th best of those few candidates is found with a partial sort. No heap and no
-full sort.
+Selection per row (``_candidates``): a threshold read off a sample of the row
+drives one streaming pass in which blocks of items are tested with a
+vectorised count and only blocks holding a hit are walked; the k-th best of
+those few candidates is then found with a partial sort. No heap, no full sort.
 
 Masks are CSR rows (``mask_indptr``, ``mask_indices``) addressed by
 ``row_users[r]``; a negative ``row_users[r]`` or one past the last CSR row means
@@ -97,12 +96,12 @@ _SAMPLE = _PIECES * _HIT
 
 
 @njit(cache=True)
-def _sample_thresholds(row, r_tight, r_safe, top):
-    """(t_tight, t_safe): the r_tight-th and r_safe-th largest of a sample of the row.
+def _sample_threshold(row, r, top):
+    """The r-th largest of a sample of the row (r <= top.size).
 
     The sample is spread over the catalogue (item ids may correlate with
     popularity) but reads only _PIECES runs of contiguous items. ``top`` holds
-    the r_safe largest values so far, descending (insertion: r_safe is small).
+    the r largest values so far, descending (insertion: r is small).
     """
     n = row.shape[0]
     filled = 0
@@ -110,104 +109,81 @@ def _sample_thresholds(row, r_tight, r_safe, top):
         start = (p * (n - _HIT)) // (_PIECES - 1)
         for q in range(start, start + _HIT):
             x = row[q]
-            if filled == r_safe and not x > top[r_safe - 1]:
+            if filled == r and not x > top[r - 1]:
                 continue
-            pos = filled if filled < r_safe else r_safe - 1
+            pos = filled if filled < r else r - 1
             while pos > 0 and top[pos - 1] < x:
                 top[pos] = top[pos - 1]
                 pos -= 1
             top[pos] = x
-            if filled < r_safe:
+            if filled < r:
                 filled += 1
-    return top[r_tight - 1], top[r_safe - 1]
+    return top[r - 1]
 
 
 @njit(cache=True)
-def _block_counts(row, t_tight, t_safe, hits_tight, hits_safe):
-    """Per block of _HIT items, how many reach each threshold; returns the totals."""
-    tot_tight = 0
-    tot_safe = 0
-    for b in range(row.shape[0] // _HIT):
-        a = 0
-        c = 0
-        for q in range(b * _HIT, b * _HIT + _HIT):
-            s = row[q]
-            a += np.int32(s >= t_tight)
-            c += np.int32(s >= t_safe)
-        hits_tight[b] = a
-        hits_safe[b] = c
-        tot_tight += a
-        tot_safe += c
-    return tot_tight, tot_safe
+def _collect(row, t, ci, cs, item_emb, touch):
+    """Items with score >= t (and > -inf), in id order, into (ci, cs); returns the count.
 
-
-@njit(cache=True)
-def _collect_blocks(row, t, hits, ci, cs):
-    """Items with score >= t from the blocks that have hits (plus the tail), in id order."""
+    One streaming pass: each block of _HIT items is tested with a branch-free
+    count (vectorised), and only blocks with a hit are walked, while they are
+    in L1. With ``touch``, the embedding row of each item found is read once so
+    that its cache lines are on their way before the exact rescoring needs them.
+    """
     n = row.shape[0]
     m = 0
+    sink = np.float32(0.0)
     nb = n // _HIT
     for b in range(nb):
-        if hits[b] > 0:
+        c = 0
+        for q in range(b * _HIT, b * _HIT + _HIT):
+            c += np.int32(row[q] >= t)
+        if c > 0:
             for q in range(b * _HIT, b * _HIT + _HIT):
                 s = row[q]
-                if s >= t:
+                if s >= t and s > NEG_INF:
                     ci[m] = q
                     cs[m] = s
                     m += 1
+                    if touch:
+                        v = item_emb[q]
+                        for w in range(0, v.shape[0], 16):
+                            sink += v[w]
     for q in range(nb * _HIT, n):
         s = row[q]
-        if s >= t:
+        if s >= t and s > NEG_INF:
             ci[m] = q
             cs[m] = s
             m += 1
+    if sink == np.float32(np.inf):  # keeps the touches alive; never true for finite embeddings
+        m = -1
     return m
 
 
 @njit(cache=True)
-def _collect_eligible(row, ci, cs):
-    """Every item with a score above -inf, in id order."""
-    m = 0
-    for q in range(row.shape[0]):
-        s = row[q]
-        if s > NEG_INF:
-            ci[m] = q
-            cs[m] = s
-            m += 1
-    return m
-
-
-@njit(cache=True)
-def _candidates(row, k, tau, scratch, hits_tight, hits_safe, ci, cs):
+def _candidates(row, k, tau, scratch, ci, cs, item_emb, touch):
     """Every eligible item that can be in the top k once scores move by up to tau.
 
     Returns m: (ci, cs)[:m] holds, in increasing id, all items whose score is
     at least (k-th best score - 2 tau), or all eligible items when fewer than k.
-    A tight and a safe threshold are read off a sample; one vectorised pass
-    counts the items reaching each, per block; the tightest threshold reached
-    by at least k items decides which blocks are walked. When even the safe
-    one is not (or the row is small), every eligible item is taken.
+    The first pass uses a tight threshold read off a sample (about k + 4n/_SAMPLE
+    items reach it); when fewer than k do, a safer one (about 4k), and then
+    every eligible item.
     """
     if k == 0:
         return 0
     n = row.shape[0]
-    r_tight = (k * _SAMPLE) // n + 3  # ~k + 3 n / _SAMPLE items expected at or above
+    r_tight = (k * _SAMPLE) // n + 4
     r_safe = (4 * k * _SAMPLE) // n + 8
     m = -1
     if n > 4 * _SAMPLE and r_safe <= _SAMPLE // 4:
-        t_tight, t_safe = _sample_thresholds(row, r_tight, r_safe, scratch)
-        tot_tight, tot_safe = _block_counts(row, t_tight, t_safe, hits_tight, hits_safe)
-        tail_tight = 0
-        tail_safe = 0
-        for q in range((n // _HIT) * _HIT, n):
-            tail_tight += np.int32(row[q] >= t_tight)
-            tail_safe += np.int32(row[q] >= t_safe)
-        if t_tight > NEG_INF and tot_tight + tail_tight >= k:
-            m = _collect_blocks(row, t_tight, hits_tight, ci, cs)
-        elif t_safe > NEG_INF and tot_safe + tail_safe >= k:
-            m = _collect_blocks(row, t_safe, hits_safe, ci, cs)
-    if m < 0:
-        m = _collect_eligible(row, ci, cs)
+        t = _sample_threshold(row, r_safe, scratch)
+        t_tight = scratch[r_tight - 1]
+        m = _collect(row, t_tight, ci, cs, item_emb, touch)
+        if m < k:
+            m = _collect(row, t, ci, cs, item_emb, touch)
+    if m < k:
+        m = _collect(row, NEG_INF, ci, cs, item_emb, False)
     if m <= k:
         return m
     kth = np.partition(cs[:m], m - k)[m - k]  # k-th largest
@@ -271,11 +247,10 @@ def _mask_row(row, user, mask_indptr, mask_indices):
 def _masked_topk_kernel(scores, row_users, mask_indptr, mask_indices, k, out_items, out_scores):
     c, n = scores.shape
     n_tasks = (c + _BLOCK - 1) // _BLOCK
+    dummy = np.zeros((1, 1), np.float32)
     for t in prange(n_tasks):
         row = np.empty(n, np.float32)
         scratch = np.empty(_SAMPLE, np.float32)
-        hits_tight = np.empty(n // _HIT + 1, np.int32)
-        hits_safe = np.empty(n // _HIT + 1, np.int32)
         ci = np.empty(n, np.int32)
         cs = np.empty(n, np.float32)
         for r in range(t * _BLOCK, min(c, (t + 1) * _BLOCK)):
@@ -283,7 +258,7 @@ def _masked_topk_kernel(scores, row_users, mask_indptr, mask_indices, k, out_ite
                 s = scores[r, j]
                 row[j] = s if s == s else NEG_INF
             _mask_row(row, row_users[r], mask_indptr, mask_indices)
-            m = _candidates(row, k, 0.0, scratch, hits_tight, hits_safe, ci, cs)
+            m = _candidates(row, k, 0.0, scratch, ci, cs, dummy, False)
             _emit_sorted(cs, ci, m, k, out_items, out_scores, r)
 
 
@@ -330,14 +305,12 @@ def refine_topk(buf, n_rows, row_users, mask_indptr, mask_indices, k, user_vecs,
     n_tasks = (n_rows + _BLOCK - 1) // _BLOCK
     for t in prange(n_tasks):
         scratch = np.empty(_SAMPLE, np.float32)
-        hits_tight = np.empty(n // _HIT + 1, np.int32)
-        hits_safe = np.empty(n // _HIT + 1, np.int32)
         ci = np.empty(n, np.int32)
         cs = np.empty(n, np.float32)
         for r in range(t * _BLOCK, min(n_rows, (t + 1) * _BLOCK)):
             row = buf[r]
             _mask_row(row, row_users[r], mask_indptr, mask_indices)
-            m = _candidates(row, k, tau[r], scratch, hits_tight, hits_safe, ci, cs)
+            m = _candidates(row, k, tau[r], scratch, ci, cs, item_emb, True)
             canonical_dots(user_vecs[r], item_emb, ci, m, cs)
             _emit_sorted(cs, ci, m, k, out_items, out_scores, out_offset + r)
 

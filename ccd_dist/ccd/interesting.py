@@ -131,7 +131,16 @@ class UninterestingSampler:
         self.period = period
 
     def user_mask(self, users) -> np.ndarray:
+        """bool [len(users), n_items]: True at the users' sampled uninteresting items."""
         return unpack_rows(self.user_bits[np.asarray(users)], self.targets.n_items)
 
     def item_mask(self, items) -> np.ndarray:
+        """bool [len(items), n_users]: True at the items' sampled uninteresting users."""
         return unpack_rows(self.item_bits[np.asarray(items)], self.targets.n_users)
+
+    def user_drop(self, users) -> np.ndarray:
+        """The complement of ``user_mask`` (what the loss kernels consume)."""
+        return unpack_rows(~self.user_bits[np.asarray(users)], self.targets.n_items)
+
+    def item_drop(self, items) -> np.ndarray:
+        return unpack_rows(~self.item_bits[np.asarray(items)], self.targets.n_users)

@@ -18,7 +18,8 @@ the interesting list ranked above the sampled uninteresting entries)::
 
 with every score clipped at 10 from above. Uninteresting scores come from the
 row against the *whole* catalogue ([batch, n_items] product, masked by the
-sample), not from gathering [batch, n_uninteresting, d] embeddings.
+sample; ``MaskedExpSum``), not from gathering [batch, n_uninteresting, d]
+embeddings.
 
 Deliberate choices (see also ``interesting``):
 - the RRD scores use the raw layer-0 tables for LightGCN, as the reference does
@@ -79,41 +80,82 @@ class KDConfig:
         )
 
 
-def relaxed_ranking_loss(s1, s2, s1_valid=None, s2_mask=None) -> torch.Tensor:
-    """Summed relaxed ranking loss of DE-RRD (see the module docstring).
-
-    s1: [B, K] scores of the interesting entries in teacher order; s2: [B, M]
-    scores of uninteresting candidates. s1_valid (bool [B, K], a prefix per
-    row) drops padded interesting slots; s2_mask (bool [B, M]) selects which
-    candidates count (None: all).
-    """
-    s1 = torch.clamp(s1, max=SCORE_CLIP)
-    s2 = torch.clamp(s2, max=SCORE_CLIP)
+def _plackett_luce(s1, exp_sum2, s1_valid=None) -> torch.Tensor:
+    """The loss from clipped interesting scores s1 [B, K] and sum_j e^{S2_j} per row [B]."""
     e1 = torch.exp(s1)
-    e2 = torch.exp(s2)
     if s1_valid is not None:
         valid = s1_valid.to(s1.dtype)
         e1 = e1 * valid
-    if s2_mask is not None:
-        e2 = e2 * s2_mask.to(s2.dtype)
-    below = torch.flip(torch.cumsum(torch.flip(e1, [1]), 1), [1]) + e2.sum(1, keepdim=True)
+    below = torch.flip(torch.cumsum(torch.flip(e1, [1]), 1), [1]) + exp_sum2[:, None]
     terms = s1 - torch.log(below + LOG_EPS)
     if s1_valid is not None:
         terms = terms * valid
     return -terms.sum()
 
 
+def relaxed_ranking_loss(s1, s2, s1_valid=None, s2_mask=None) -> torch.Tensor:
+    """Summed relaxed ranking loss of DE-RRD (see the module docstring), from explicit scores.
+
+    s1: [B, K] scores of the interesting entries in teacher order; s2: [B, M]
+    scores of uninteresting candidates. s1_valid (bool [B, K], a prefix per
+    row) drops padded interesting slots; s2_mask (bool [B, M]) selects which
+    candidates count (None: all).
+    """
+    e2 = torch.exp(torch.clamp(s2, max=SCORE_CLIP))
+    if s2_mask is not None:
+        e2 = e2 * s2_mask.to(s2.dtype)
+    return _plackett_luce(torch.clamp(s1, max=SCORE_CLIP), e2.sum(1), s1_valid)
+
+
+class MaskedExpSum(torch.autograd.Function):
+    """sum_j [not drop_rj] exp(min(<rows_r, table_j>, 10)) per row, in a few in-place passes.
+
+    Same value and gradients as the plain torch expression, but it keeps one
+    [B, n] buffer instead of about six: the uninteresting part of RRD is the
+    cost of stage 1 on CPU. A clipped entry is recognised by its exponential
+    (exp(10), whichever exp implementation rounded it); scores within 1e-6 below
+    the clip are treated as clipped too (no gradient), a negligible difference.
+    """
+
+    CLIPPED = float(np.exp(SCORE_CLIP) * (1.0 - 2.0**-20))
+
+    @staticmethod
+    def forward(ctx, rows, table, drop):
+        e = rows @ table.T
+        e.clamp_(max=SCORE_CLIP).exp_().masked_fill_(drop, 0.0)
+        ctx.save_for_backward(rows, table, e)
+        return e.sum(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, table, e = ctx.saved_tensors
+        g = e.masked_fill_(e >= MaskedExpSum.CLIPPED, 0.0).mul_(grad[:, None])
+        return g @ table, g.T @ rows, None
+
+
+def rrd_loss(rows, table, interesting, valid, drop) -> torch.Tensor:
+    """Relaxed ranking loss of `rows` [B, d] against every row of `table` [n, d].
+
+    interesting: int64 [B, K] ids into table (teacher order; padded slots any
+    id with valid False); drop: bool [B, n], True where a candidate is *not*
+    an uninteresting sample of the row.
+    """
+    s1 = torch.clamp((rows[:, None, :] * table[interesting]).sum(-1), max=SCORE_CLIP)
+    return _plackett_luce(s1, MaskedExpSum.apply(rows, table, drop), valid)
+
+
 def rrd_tables(model):
     """(user table, item table) with grad on which RRD scores are computed.
 
-    Raw layer-0 tables for BPR-MF and LightGCN (the reference's choice for
-    LightGCN). Models may provide ``rrd_tables()`` to override.
+    The raw layer-0 tables (``user_table`` / ``item_table``) for BPR-MF and
+    LightGCN: the reference's choice for LightGCN. A model may define
+    ``rrd_tables()`` to override.
     """
     if hasattr(model, "rrd_tables"):
         return model.rrd_tables()
-    if hasattr(model, "user_emb") and hasattr(model, "item_emb"):
-        return model.user_emb.weight, model.item_emb.weight
-    raise InputError(f"KD students need user/item tables (BPR-MF or LightGCN), got {type(model).__name__}",
+    if hasattr(model, "user_table") and hasattr(model, "item_table"):
+        return model.user_table, model.item_table
+    raise InputError(f"KD students need layer-0 user/item tables (BPR-MF or LightGCN), got {type(model).__name__}",
                      where="student")
 
 
@@ -135,10 +177,9 @@ class DERRDTerm:
         self.sampler.ensure(epoch // max(self.cfg.resample_every, 1))
         user_w, item_w = rrd_tables(model)
         uniq = torch.unique(torch.as_tensor(users).cpu())
-        scores = user_w[uniq.to(user_w.device)] @ item_w.T  # [b, n_items]
-        idx, valid = _interesting_rows(self.targets.interesting_items, uniq, scores.device)
-        mask = torch.from_numpy(self.sampler.user_mask(uniq.numpy())).to(scores.device)
-        loss = self.cfg.urrd_lambda * relaxed_ranking_loss(scores.gather(1, idx), scores, valid, mask)
+        idx, valid = _interesting_rows(self.targets.interesting_items, uniq, item_w.device)
+        drop = torch.from_numpy(self.sampler.user_drop(uniq.numpy())).to(item_w.device)
+        loss = self.cfg.urrd_lambda * rrd_loss(user_w[uniq.to(user_w.device)], item_w, idx, valid, drop)
         self.total += float(loss.detach())
         self.batches += 1
         return loss
@@ -164,10 +205,9 @@ class IRRRDPass:
             items = torch.from_numpy(order[start:start + self.cfg.ir_batch_size])
             optimizer.zero_grad(set_to_none=True)
             user_w, item_w = rrd_tables(model)
-            scores = item_w[items.to(item_w.device)] @ user_w.T  # [b, n_users]
-            idx, valid = _interesting_rows(self.targets.interesting_users, items, scores.device)
-            mask = torch.from_numpy(self.sampler.item_mask(items.numpy())).to(scores.device)
-            loss = self.cfg.ir_lambda * relaxed_ranking_loss(scores.gather(1, idx), scores, valid, mask)
+            idx, valid = _interesting_rows(self.targets.interesting_users, items, user_w.device)
+            drop = torch.from_numpy(self.sampler.item_drop(items.numpy())).to(user_w.device)
+            loss = self.cfg.ir_lambda * rrd_loss(item_w[items.to(item_w.device)], user_w, idx, valid, drop)
             loss.backward()
             optimizer.step()
             total += float(loss.detach())

@@ -6,7 +6,7 @@ import torch
 
 from ccd_dist.ccd.ensemble import Member, build_rank_ensemble, member_from_model
 from ccd_dist.ccd.interesting import UninterestingSampler, build_targets
-from ccd_dist.ccd.kd import KDConfig, distill, relaxed_ranking_loss
+from ccd_dist.ccd.kd import KDConfig, distill, relaxed_ranking_loss, rrd_loss
 from ccd_dist.data import interactions_to_csr
 from ccd_dist.errors import InputError
 from ccd_dist.kernels.subsets import sample_subset_bits, unpack_rows
@@ -119,6 +119,27 @@ def test_relaxed_ranking_loss_matches_direct_formula():
     assert float(masked) == pytest.approx(float(got), rel=1e-12)
 
 
+def test_fused_rrd_loss_equals_the_explicit_loss_with_gradients():
+    torch.manual_seed(0)
+    rows = (torch.randn(6, 4) * 2).requires_grad_()
+    table = (torch.randn(15, 4) * 2).requires_grad_()
+    interesting = torch.randint(0, 15, (6, 5))
+    valid = torch.ones(6, 5, dtype=torch.bool)
+    valid[1, 3:] = False
+    sampled = torch.rand(6, 15) < 0.6
+    with torch.no_grad():
+        rows[0] *= 4  # some scores beyond the clip at 10
+    fused = rrd_loss(rows, table, interesting, valid, ~sampled)
+    grads = torch.autograd.grad(fused, (rows, table))
+    scores = rows @ table.T
+    plain = relaxed_ranking_loss(scores.gather(1, interesting), scores, valid, sampled)
+    expected = torch.autograd.grad(plain, (rows, table))
+    assert (scores > 10).any()
+    assert float(fused.detach()) == pytest.approx(float(plain.detach()), rel=1e-5)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_relaxed_ranking_loss_prefers_the_teacher_order():
     good = torch.tensor([[3.0, 2.0, 1.0]])
     bad = torch.tensor([[1.0, 2.0, 3.0]])
@@ -166,3 +187,14 @@ def test_kd_student_learns_from_two_bpr_teachers():
     ir_rrd = [h["ir_rrd_loss"] for h in result.history]
     assert de_rrd[-1] < de_rrd[0] and ir_rrd[-1] < ir_rrd[0]
     assert result.best_valid["recall@20"] > baseline + 0.1
+    # the student's own top-40 moved towards the teacher's interesting items
+    from ccd_dist import ranking
+
+    def overlap(model):
+        users, items = model.representations()
+        top, _ = ranking.topk(users, items, 40, exclude=block.train)
+        inter = lists.interesting_items(block.train, 40)
+        return np.mean([len(set(a) & set(b)) for a, b in zip(top, inter)])
+
+    untrained = build_model("lightgcn", block.n_users, block.n_items, 8, seed=5).set_interactions(block.train)
+    assert overlap(student) > overlap(untrained) + 5

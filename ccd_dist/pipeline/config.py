@@ -1,0 +1,84 @@
+"""The pipeline's config tree: data preset, teacher members, student, KD, plain student.
+
+Presets follow §2.4 / §3.1 / §4 / §7 of the algorithm reference. Members are
+written `kind-dim-seed[-layers]` (e.g. `lightgcn-128-0-2`) so a run can change
+the teacher from the command line: `--set teacher.members=bpr-64-0,bpr-64-1`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..ccd.kd import KDConfig
+from ..ccd.teacher import MemberSpec, base_teacher_config, preset_members
+from ..config import ModelConfig, TrainConfig
+from ..errors import InputError
+
+PRESETS = ("synthetic", "yelp", "gowalla")
+
+
+def member_code(spec: MemberSpec) -> str:
+    return f"{spec.kind}-{spec.dim}-{spec.seed}-{spec.layers}"
+
+
+def parse_member(code: str) -> MemberSpec:
+    parts = code.split("-")
+    try:
+        kind, dim, seed = parts[0], int(parts[1]), int(parts[2])
+        layers = int(parts[3]) if len(parts) > 3 else 2
+    except (IndexError, ValueError):
+        raise InputError(f"member {code!r} must look like kind-dim-seed[-layers], e.g. bpr-64-0",
+                         path="teacher.members") from None
+    if kind not in ("bpr", "lightgcn", "vae"):
+        raise InputError(f"member {code!r}: kind must be bpr, lightgcn or vae", path="teacher.members")
+    return MemberSpec(kind, dim, seed, layers)
+
+
+@dataclass
+class TeacherConfig:
+    members: list[str] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=base_teacher_config)
+    list_size: int = 100  # ensemble list length per user beyond masked items
+    top_users: int = 40  # item-side list length (IR-RRD interesting users)
+
+    def specs(self) -> list[MemberSpec]:
+        return [parse_member(code) for code in self.members]
+
+
+@dataclass
+class ExecutorConfig:
+    kind: str = "auto"  # auto | ray | local
+    address: str = ""  # a Ray cluster address; empty starts a local Ray on demand
+    cpus_per_member: float = 1.0
+    gpus_per_member: float = 0.0
+
+
+@dataclass
+class PipelineConfig:
+    preset: str = "synthetic"
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: ModelConfig = field(default_factory=lambda: ModelConfig(kind="lightgcn", dim=8, layers=2))
+    kd: KDConfig = field(default_factory=KDConfig)
+    # The same student trained on the block without the teacher (the "no KD" reference).
+    plain: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-3, batch_size=1024, epochs=10,
+                                                                     eval_every=5, patience=2))
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+
+
+def preset_config(preset: str) -> PipelineConfig:
+    """Defaults of one dataset preset (§2.4, §3.1, §7.1)."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}", path="--preset")
+    cfg = PipelineConfig(preset=preset)
+    cfg.teacher.members = [member_code(s) for s in preset_members(preset)]
+    if preset == "gowalla":
+        cfg.student = ModelConfig(kind="lightgcn", dim=16, layers=2)
+        cfg.kd = KDConfig(n_uninteresting_items=30000, n_uninteresting_users=19500)
+    elif preset == "yelp":
+        cfg.student = ModelConfig(kind="lightgcn", dim=8, layers=2)
+        cfg.kd = KDConfig(n_uninteresting_items=10000, n_uninteresting_users=11500)
+    else:  # synthetic: sized for minutes on 2 cores
+        cfg.student = ModelConfig(kind="lightgcn", dim=8, layers=2)
+        cfg.teacher.train = dataclasses.replace(cfg.teacher.train, epochs=20, batch_size=512, eval_every=5, patience=2)
+        cfg.kd = KDConfig(n_uninteresting_items=300, n_uninteresting_users=300, epochs=10)
+    return cfg
