@@ -221,7 +221,8 @@ def main(argv=None) -> int:
     for r in rows:
         note = ""
         if r["model"] == "lightgcn:torch":
-            note = f"extrapolated from {args.torch_batches} batches; {r['epoch_s'] / lgn[r['dataset']]:.1f}x the kernel path"
+            ratio = r["epoch_s"] / lgn[r["dataset"]]
+            note = f"extrapolated from {args.torch_batches} batches; {ratio:.1f}x the kernel path"
         table_rows.append({
             "dataset": r["dataset"], "model": r["model"], "users x items": f"{r['users']:,} x {r['items']:,}",
             "train pairs": f"{r['pairs']:,}", "epoch (s)": f"{r['epoch_s']:.1f}",

@@ -1,4 +1,5 @@
-"""Uniform random subsets without replacement from an allowed pool, as bit masks.
+"""Uniform random subsets without replacement from an allowed pool, as bit masks,
+and the row kernels of the losses that consume them.
 
 Used for the RRD "uninteresting" samples (§4): for each row r (a user, or an
 item), m columns drawn uniformly without replacement among the columns that
@@ -86,3 +87,55 @@ def sample_subset_bits(rows, n_cols: int, m: int, forbid_indptr, forbid_indices,
 def unpack_rows(bits, n_cols: int) -> np.ndarray:
     """bool [rows, n_cols] from the packed rows of ``sample_subset_bits``."""
     return np.unpackbits(bits, axis=1, count=n_cols, bitorder="little").view(np.bool_)
+
+
+@njit(parallel=True, cache=True)
+def _unpack_float(bits, rows, out):
+    n_cols = out.shape[1]
+    for t in prange(rows.shape[0]):
+        src = bits[rows[t]]
+        dst = out[t]
+        for i in range(n_cols):
+            dst[i] = np.float32((src[i >> 3] >> (i & 7)) & 1)
+
+
+def unpack_rows_float(bits, rows, out) -> np.ndarray:
+    """out[t, i] = bit i of packed row bits[rows[t]] as float32 0/1; returns out[:len(rows)].
+
+    One pass straight into a preallocated buffer (the RRD loss multiplies by it).
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if out.dtype != np.float32 or not out.flags.c_contiguous or out.shape[0] < len(rows):
+        raise ValueError("out must be a C-contiguous float32 array with at least len(rows) rows")
+    if out.shape[1] > 8 * bits.shape[1]:
+        raise ValueError(f"out has {out.shape[1]} columns, the packed rows only {8 * bits.shape[1]}")
+    view = out[: len(rows)]
+    if len(rows):
+        _unpack_float(bits, rows, view)
+    return view
+
+
+@njit(parallel=True, cache=True)
+def _clip_scale(e, g, clipped):
+    for r in prange(e.shape[0]):
+        row = e[r]
+        scale = g[r]
+        for i in range(row.shape[0]):
+            x = row[i]
+            row[i] = np.float32(0.0) if x >= clipped else x * scale
+
+
+def clip_scale_rows(e, g, clipped: float) -> None:
+    """In place: e[r, i] = 0 where e[r, i] >= clipped, else e[r, i] * g[r].
+
+    The backward pass of a clipped masked exp-sum: entries whose exponential
+    shows they were clipped get no gradient, the rest are scaled by the row's
+    incoming gradient. e: C-contiguous float32 [B, n]; g: float32 [B].
+    """
+    if e.dtype != np.float32 or not e.flags.c_contiguous:
+        raise ValueError("e must be a C-contiguous float32 array")
+    g = np.ascontiguousarray(g, dtype=np.float32)
+    if g.shape != (e.shape[0],):
+        raise ValueError(f"g must have one value per row ({e.shape[0]}), got shape {g.shape}")
+    if e.size:
+        _clip_scale(e, g, np.float32(clipped))

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..kernels.subsets import sample_subset_bits, unpack_rows
+from ..kernels.subsets import sample_subset_bits, unpack_rows, unpack_rows_float
 
 
 def lists_to_csr(lists: np.ndarray, n_cols: int) -> sp.csr_matrix:
@@ -138,9 +138,10 @@ class UninterestingSampler:
         """bool [len(items), n_users]: True at the items' sampled uninteresting users."""
         return unpack_rows(self.item_bits[np.asarray(items)], self.targets.n_users)
 
-    def user_drop(self, users) -> np.ndarray:
-        """The complement of ``user_mask`` (what the loss kernels consume)."""
-        return unpack_rows(~self.user_bits[np.asarray(users)], self.targets.n_items)
+    def user_keep(self, users, out) -> np.ndarray:
+        """``user_mask`` as float32 0/1 written into the buffer `out`; returns out[:len(users)]."""
+        return unpack_rows_float(self.user_bits, users, out)
 
-    def item_drop(self, items) -> np.ndarray:
-        return unpack_rows(~self.item_bits[np.asarray(items)], self.targets.n_users)
+    def item_keep(self, items, out) -> np.ndarray:
+        """``item_mask`` as float32 0/1 written into the buffer `out`; returns out[:len(items)]."""
+        return unpack_rows_float(self.item_bits, items, out)

@@ -41,6 +41,7 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import InputError
+from ..kernels.subsets import clip_scale_rows
 from ..training.batches import epoch_seed
 from ..training.loop import FitResult, fit
 from .ensemble import TeacherLists, csr_fingerprint
@@ -107,41 +108,79 @@ def relaxed_ranking_loss(s1, s2, s1_valid=None, s2_mask=None) -> torch.Tensor:
     return _plackett_luce(torch.clamp(s1, max=SCORE_CLIP), e2.sum(1), s1_valid)
 
 
-class MaskedExpSum(torch.autograd.Function):
-    """sum_j [not drop_rj] exp(min(<rows_r, table_j>, 10)) per row, in a few in-place passes.
+class ExpSumWorkspace:
+    """Preallocated [max_rows, n] float32 buffers for ``MaskedExpSum`` on CPU.
 
-    Same value and gradients as the plain torch expression, but it keeps one
-    [B, n] buffer instead of about six: the uninteresting part of RRD is the
-    cost of stage 1 on CPU. A clipped entry is recognised by its exponential
-    (exp(10), whichever exp implementation rounded it); scores within 1e-6 below
-    the clip are treated as clipped too (no gradient), a negligible difference.
+    Allocating a fresh [1024, 40k] tensor per batch costs more than the maths
+    (page faults), so each RRD term keeps one workspace: the scores buffer and
+    the 0/1 sample mask. The next forward reuses the buffer, so a forward's
+    backward must run before it (checked).
+    """
+
+    def __init__(self, max_rows: int, n_cols: int):
+        self.scores = np.empty((max_rows, n_cols), np.float32)
+        self.keep = np.empty((max_rows, n_cols), np.float32)
+        self.generation = 0
+
+
+class MaskedExpSum(torch.autograd.Function):
+    """sum_j keep_rj * exp(min(<rows_r, table_j>, 10)) per row, with its gradients.
+
+    Same value and gradients as the plain torch expression, without the half
+    dozen [B, n] temporaries: on CPU the scores live in the workspace and are
+    turned in place into exponentials, then into the backward's coefficients
+    (``clip_scale_rows``). A clipped entry is recognised by its exponential,
+    so scores within 1e-6 below the clip are treated as clipped too (no
+    gradient), a negligible difference. ws=None: plain torch (any device).
     """
 
     CLIPPED = float(np.exp(SCORE_CLIP) * (1.0 - 2.0**-20))
 
     @staticmethod
-    def forward(ctx, rows, table, drop):
-        e = rows @ table.T
-        e.clamp_(max=SCORE_CLIP).exp_().masked_fill_(drop, 0.0)
-        ctx.save_for_backward(rows, table, e)
+    def forward(ctx, rows, table, keep, ws):
+        b = rows.shape[0]
+        if ws is None:
+            e = rows @ table.T
+            e.clamp_(max=SCORE_CLIP).exp_().mul_(keep)
+        else:
+            e_np = ws.scores[:b]
+            np.matmul(rows.detach().numpy(), table.detach().numpy().T, out=e_np)
+            e = torch.from_numpy(e_np)
+            e.clamp_(max=SCORE_CLIP)
+            np.exp(e_np, out=e_np)  # NumPy's SIMD float32 exp: ~2x torch's here
+            e.mul_(keep)
+            ws.generation += 1
+            ctx.generation = ws.generation
+        ctx.save_for_backward(rows, table)
+        ctx.e, ctx.ws = e, ws
         return e.sum(1)
 
     @staticmethod
     def backward(ctx, grad):
-        rows, table, e = ctx.saved_tensors
-        g = e.masked_fill_(e >= MaskedExpSum.CLIPPED, 0.0).mul_(grad[:, None])
-        return g @ table, g.T @ rows, None
+        rows, table = ctx.saved_tensors
+        e, ws = ctx.e, ctx.ws
+        ctx.e = None
+        if ws is None:
+            g = e.masked_fill_(e >= MaskedExpSum.CLIPPED, 0.0).mul_(grad[:, None])
+            return g @ table, g.T @ rows, None, None
+        if ctx.generation != ws.generation:
+            raise RuntimeError("ExpSumWorkspace reused before the backward of the previous forward")
+        e_np = e.numpy()
+        clip_scale_rows(e_np, grad.detach().numpy(), MaskedExpSum.CLIPPED)
+        grad_rows = torch.from_numpy(e_np @ table.detach().numpy())
+        grad_table = torch.from_numpy(e_np.T @ rows.detach().numpy())
+        return grad_rows, grad_table, None, None
 
 
-def rrd_loss(rows, table, interesting, valid, drop) -> torch.Tensor:
+def rrd_loss(rows, table, interesting, valid, keep, ws=None) -> torch.Tensor:
     """Relaxed ranking loss of `rows` [B, d] against every row of `table` [n, d].
 
     interesting: int64 [B, K] ids into table (teacher order; padded slots any
-    id with valid False); drop: bool [B, n], True where a candidate is *not*
-    an uninteresting sample of the row.
+    id with valid False); keep: float32 [B, n], 1 where a candidate is an
+    uninteresting sample of the row; ws: optional CPU ``ExpSumWorkspace``.
     """
     s1 = torch.clamp((rows[:, None, :] * table[interesting]).sum(-1), max=SCORE_CLIP)
-    return _plackett_luce(s1, MaskedExpSum.apply(rows, table, drop), valid)
+    return _plackett_luce(s1, MaskedExpSum.apply(rows, table, keep, ws), valid)
 
 
 def rrd_tables(model):
@@ -166,20 +205,36 @@ def _interesting_rows(lists: np.ndarray, ids: torch.Tensor, device):
     return rows.clamp(min=0), valid
 
 
+def _rrd_batch(rows, table, lists, ids, keep_fn, ws_holder, max_rows):
+    """RRD loss of the rows `ids` (their embeddings `rows`) against all of `table`."""
+    idx, valid = _interesting_rows(lists, ids, table.device)
+    if table.device.type == "cpu":
+        if ws_holder[0] is None:
+            ws_holder[0] = ExpSumWorkspace(max_rows, table.shape[0])
+        ws = ws_holder[0]
+        keep = torch.from_numpy(keep_fn(ids.numpy(), ws.keep))
+    else:
+        ws = None
+        keep = torch.from_numpy(keep_fn(ids.numpy(), np.empty((len(ids), table.shape[0]), np.float32)))
+        keep = keep.to(table.device)
+    return rrd_loss(rows, table, idx, valid, keep, ws)
+
+
 class DERRDTerm:
     """The user-side DE-RRD term added to each BPR mini-batch (``fit(batch_terms=...)``)."""
 
     def __init__(self, targets: RRDTargets, sampler: UninterestingSampler, cfg: KDConfig):
         self.targets, self.sampler, self.cfg = targets, sampler, cfg
         self.total, self.batches = 0.0, 0
+        self._ws = [None]
 
     def __call__(self, model, users, pos, neg, epoch) -> torch.Tensor:
         self.sampler.ensure(epoch // max(self.cfg.resample_every, 1))
         user_w, item_w = rrd_tables(model)
         uniq = torch.unique(torch.as_tensor(users).cpu())
-        idx, valid = _interesting_rows(self.targets.interesting_items, uniq, item_w.device)
-        drop = torch.from_numpy(self.sampler.user_drop(uniq.numpy())).to(item_w.device)
-        loss = self.cfg.urrd_lambda * rrd_loss(user_w[uniq.to(user_w.device)], item_w, idx, valid, drop)
+        rows = user_w[uniq.to(user_w.device)]
+        loss = self.cfg.urrd_lambda * _rrd_batch(rows, item_w, self.targets.interesting_items, uniq,
+                                                 self.sampler.user_keep, self._ws, self.cfg.batch_size)
         self.total += float(loss.detach())
         self.batches += 1
         return loss
@@ -195,6 +250,7 @@ class IRRRDPass:
 
     def __init__(self, targets: RRDTargets, sampler: UninterestingSampler, cfg: KDConfig, user_term=None):
         self.targets, self.sampler, self.cfg, self.user_term = targets, sampler, cfg, user_term
+        self._ws = [None]
 
     def __call__(self, model, optimizer, epoch) -> dict:
         self.sampler.ensure(epoch // max(self.cfg.resample_every, 1))
@@ -205,9 +261,9 @@ class IRRRDPass:
             items = torch.from_numpy(order[start:start + self.cfg.ir_batch_size])
             optimizer.zero_grad(set_to_none=True)
             user_w, item_w = rrd_tables(model)
-            idx, valid = _interesting_rows(self.targets.interesting_users, items, user_w.device)
-            drop = torch.from_numpy(self.sampler.item_drop(items.numpy())).to(user_w.device)
-            loss = self.cfg.ir_lambda * rrd_loss(item_w[items.to(item_w.device)], user_w, idx, valid, drop)
+            rows = item_w[items.to(item_w.device)]
+            loss = self.cfg.ir_lambda * _rrd_batch(rows, user_w, self.targets.interesting_users, items,
+                                                   self.sampler.item_keep, self._ws, self.cfg.ir_batch_size)
             loss.backward()
             optimizer.step()
             total += float(loss.detach())

@@ -196,13 +196,21 @@ class BatchPropagation(torch.autograd.Function):
         result = np.zeros(shape, dtype=np.float32) if layers == 0 else np.empty(shape, dtype=np.float32)
         work = graph.workspace(g.shape[1])
         h = work[0] if layers > 0 else result
-        h[nodes] = g  # rows outside F_0 are never read: the column mask skips them
+        h[nodes] = g  # rows outside F_0 are never read (column mask) or zeroed first
         for k in range(1, layers + 1):
             last = k == layers
             nxt = result if last else work[k % 2]
             rows = None if last else np.flatnonzero(masks[k])
             scale = np.float32(1.0 / (layers + 1)) if last else np.float32(1.0)
-            graph.spmm(h, nxt, rows=rows, col_mask=masks[k - 1], scale=scale)
+            valid = masks[k - 1]
+            outside = np.flatnonzero(valid == 0)
+            if 2 * outside.size < valid.size:
+                # h is valid on most rows: zero the rest and skip the per-edge mask test
+                # (adding v * 0 leaves every sum unchanged)
+                h[outside] = 0.0
+                graph.spmm(h, nxt, rows=rows, scale=scale)
+            else:
+                graph.spmm(h, nxt, rows=rows, col_mask=valid, scale=scale)
             nxt[nodes] += g * scale
             h = nxt
         return torch.from_numpy(result), None, None, None

@@ -42,8 +42,10 @@ def _run(args) -> int:
                          path=args.data)
 
     def log(record):
-        valid = record.get("valid")
-        extra = f" valid recall@20={valid['recall@20']:.4f} ndcg@20={valid['ndcg@20']:.4f}" if valid else ""
+        extra = ""
+        for split, key in (("valid", "valid"), ("test (monitor)", "monitor")):
+            if record.get(key):
+                extra += f" {split} recall@20={record[key]['recall@20']:.4f} ndcg@20={record[key]['ndcg@20']:.4f}"
         losses = " ".join(f"{k}={v:.4f}" for k, v in record.items() if k.endswith("_loss"))
         print(f"epoch {record['epoch']}: {losses} ({record['train_seconds']:.1f}s){extra}", flush=True)
 

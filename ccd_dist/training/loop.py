@@ -93,6 +93,7 @@ def fit(
     batch_terms: tuple[BatchTerm, ...] = (),
     extra_params=(),
     log: Callable[[dict], None] | None = None,
+    monitor: Callable[[torch.nn.Module], dict] | None = None,
 ) -> FitResult:
     """Train `model` on the CSR `train` for up to `cfg.epochs` epochs.
 
@@ -100,6 +101,8 @@ def fit(
     the BPR pass each epoch. `evaluate(model) -> metrics` runs every `cfg.eval_every` epochs and after the
     last one; the state with the best `cfg.select_metric` is restored at the end.
     Early stopping after `cfg.patience` evaluations without improvement.
+    `monitor(model)` runs at the same points and is only recorded (e.g. test
+    metrics of a split without validation data); it never selects a model.
     """
     torch.manual_seed(cfg.seed)
     model.set_interactions(train)
@@ -121,7 +124,11 @@ def fit(
         record = {"epoch": epoch + 1, "train_seconds": time.perf_counter() - t0, **losses}
         result.epochs_run = epoch + 1
         last = epoch + 1 == cfg.epochs
-        if evaluate is not None and ((epoch + 1) % max(cfg.eval_every, 1) == 0 or last):
+        eval_point = (epoch + 1) % max(cfg.eval_every, 1) == 0 or last
+        if monitor is not None and eval_point:
+            model.eval()
+            record["monitor"] = monitor(model)
+        if evaluate is not None and eval_point:
             model.eval()
             metrics = evaluate(model)
             record["valid"] = metrics

@@ -34,9 +34,13 @@ def train_on_block(block: Block, cfg: TrainJobConfig, n_items_total: int | None 
         layers=cfg.model.layers,
         seed=cfg.train.seed,
     )
-    result: FitResult = fit(
-        model, block.train, cfg.train, block_evaluator(block, "valid", cfg.train.eval_chunk), log=log
-    )
+    if block.valid.nnz:
+        evaluate, monitor = block_evaluator(block, "valid", cfg.train.eval_chunk), None
+    else:
+        # No validation split (e.g. a LightGCN-format dataset imported without a carve):
+        # no model selection; test metrics are recorded along the way, never used to select.
+        evaluate, monitor = None, block_evaluator(block, "test", cfg.train.eval_chunk)
+    result: FitResult = fit(model, block.train, cfg.train, evaluate, log=log, monitor=monitor)
     test = block_evaluator(block, "test", cfg.train.eval_chunk)(model)
     return model, result, test
 

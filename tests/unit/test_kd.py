@@ -6,7 +6,7 @@ import torch
 
 from ccd_dist.ccd.ensemble import Member, build_rank_ensemble, member_from_model
 from ccd_dist.ccd.interesting import UninterestingSampler, build_targets
-from ccd_dist.ccd.kd import KDConfig, distill, relaxed_ranking_loss, rrd_loss
+from ccd_dist.ccd.kd import ExpSumWorkspace, KDConfig, distill, relaxed_ranking_loss, rrd_loss
 from ccd_dist.data import interactions_to_csr
 from ccd_dist.errors import InputError
 from ccd_dist.kernels.subsets import sample_subset_bits, unpack_rows
@@ -129,15 +129,25 @@ def test_fused_rrd_loss_equals_the_explicit_loss_with_gradients():
     sampled = torch.rand(6, 15) < 0.6
     with torch.no_grad():
         rows[0] *= 4  # some scores beyond the clip at 10
-    fused = rrd_loss(rows, table, interesting, valid, ~sampled)
+    ws = ExpSumWorkspace(8, 15)
+    keep = torch.from_numpy(ws.keep[:6])
+    keep.copy_(sampled.float())
+    fused = rrd_loss(rows, table, interesting, valid, keep, ws)
     grads = torch.autograd.grad(fused, (rows, table))
+    generic = rrd_loss(rows, table, interesting, valid, sampled.float())  # the any-device path
+    generic_grads = torch.autograd.grad(generic, (rows, table))
     scores = rows @ table.T
     plain = relaxed_ranking_loss(scores.gather(1, interesting), scores, valid, sampled)
     expected = torch.autograd.grad(plain, (rows, table))
     assert (scores > 10).any()
     assert float(fused.detach()) == pytest.approx(float(plain.detach()), rel=1e-5)
-    for got, want in zip(grads, expected):
+    for got, want in zip(grads + generic_grads, expected + expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # a second forward before the first backward would corrupt the shared buffer
+    first = rrd_loss(rows, table, interesting, valid, keep, ws)
+    rrd_loss(rows, table, interesting, valid, keep, ws)
+    with pytest.raises(RuntimeError, match="reused"):
+        first.backward()
 
 
 def test_relaxed_ranking_loss_prefers_the_teacher_order():
