@@ -15,6 +15,7 @@ fused radix ranking) and of an np.argsort ranking on a subsample.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,8 +77,8 @@ def piece_costs(ms, rows: int, argsort_rows: int) -> dict:
     b32 = np.empty((rows, N_ITEMS), np.float32)
     acc = np.zeros((rows, N_ITEMS), np.float32)
     table = rank_weight_table(N_ITEMS)
-    scorer.scores(m.user_repr[:8], b64, b32)  # compile
-    accumulate_rank_weights(b32[:8], acc[:8], table)
+    scorer.scores(m.user_repr[:rows], b64, b32)  # compile, and touch every buffer page
+    accumulate_rank_weights(b32, acc, table)
     t = time.perf_counter()
     s = scorer.scores(m.user_repr[:rows], b64, b32)
     t_score = time.perf_counter() - t
@@ -114,9 +115,11 @@ def main(argv=None) -> int:
     rss_before = peak_rss_mb()
 
     build_rank_ensemble(ms[:1], train[:64], cover=cover[:64])  # compile everything once
+    load_start = os.getloadavg()[0]
     t = time.perf_counter()
     lists = build_rank_ensemble(ms, train, cover=cover, chunk_size=args.chunk)
     total = time.perf_counter() - t
+    load_end = os.getloadavg()[0]
     peak = peak_rss_mb()
     n_rank_rows = len(ms) * args.users
 
@@ -149,6 +152,8 @@ def main(argv=None) -> int:
              "value": f"{costs['argsort'] * n_rank_rows / 1e3:.0f} s (ranking alone)"},
             {"measure": "stored user lists", "value": f"mean {lengths.mean():.1f} items, max {lengths.max()}"},
             {"measure": "threads (numba)", "value": str(get_num_threads())},
+            {"measure": "machine load (1-min average) at start / end",
+             "value": f"{load_start:.1f} / {load_end:.1f} (other jobs share the 2 cores)"},
         ]
         body = (
             f"Masks: {source}. Members: 5 BPR-MF (d=64) + 2 VAE-like (d=65), random representations. "

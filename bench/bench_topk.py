@@ -156,12 +156,13 @@ def main(argv=None):
     peak = {name: 0.0 for name in methods}
     for rep in range(args.repeats):
         for name, fn in methods.items():
+            before = rss_mb()
             with PeakRss() as watch:
                 start = time.perf_counter()
                 fn()
                 elapsed = time.perf_counter() - start
             best[name] = min(best[name], elapsed)
-            peak[name] = max(peak[name], watch.peak - base_rss)
+            peak[name] = max(peak[name], watch.peak - before)
             print(f"[{rep}] {name}: {elapsed:.3f} s", flush=True)
 
     same = all(np.array_equal(results["numba"][i], results["faiss"][i]) for i in (0, 1))
@@ -174,7 +175,7 @@ def main(argv=None):
             "seconds (best of %d)" % args.repeats: f"{best[name]:.3f}",
             "x floor": f"{best[name] / best[floor_name]:.2f}",
             "torch baseline / this": f"{best[torch_name] / best[name]:.2f}",
-            "peak RSS above setup (MB)": f"{peak[name]:.0f}",
+            "peak RSS growth (MB)": f"{peak[name]:.0f}",
         })
     from bench._report import table, write_section
 

@@ -69,56 +69,63 @@ def _count_row(row, lo, hi, floor, above, band):
             band[j] += b - a
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def refine_ranks(buf, n_rows, cand_indptr, cand_items, exact, user_vecs, item_emb, tau, out_ranks):
-    """Ranks of row r's candidates ``cand_items[cand_indptr[r]:cand_indptr[r + 1]]``.
+@njit(cache=True, nogil=True)
+def rank_rows(buf, lo_row, hi_row, cand_indptr, cand_items, exact, user_vecs, item_emb, tau, out_ranks):
+    """Ranks of row r's candidates ``cand_items[cand_indptr[r]:cand_indptr[r + 1]]``, r in [lo_row, hi_row).
 
-    buf[:n_rows] are the rows' scores (fast scores unless ``exact``). Candidates
-    outside [0, n_items) get rank -1. Results go to the same positions of
-    ``out_ranks``.
+    buf rows are the scores (fast scores unless ``exact``). Candidates outside
+    [0, n_items) get rank -1. Results go to the same positions of
+    ``out_ranks``. Runs in the calling thread.
     """
     n = buf.shape[1]
+    for r in range(lo_row, hi_row):
+        a = cand_indptr[r]
+        b = cand_indptr[r + 1]
+        row = buf[r]
+        u = user_vecs[r]
+        tr = 0.0 if exact else tau[r]
+        pos = np.empty(b - a, np.int64)
+        val = np.empty(b - a, np.float32)
+        lo = np.empty(b - a, np.float32)
+        hi = np.empty(b - a, np.float32)
+        m = 0
+        for p in range(a, b):
+            x = cand_items[p]
+            if x >= 0 and x < n:
+                c = row[x] if exact else canonical_dot(u, item_emb[x])
+                pos[m] = p
+                val[m] = c
+                lo[m] = _f32_up(np.float64(c) - tr)
+                hi[m] = _f32_down(np.float64(c) + tr)
+                m += 1
+            else:
+                out_ranks[p] = -1
+        if m == 0:
+            continue
+        above = np.zeros(m, np.int64)
+        band = np.zeros(m, np.int64)
+        _count_row(row, lo[:m], hi[:m], lo[:m].min(), above, band)
+        for j in range(m):
+            rank = above[j]
+            if band[j] > 1:  # more than the candidate itself: settle the band exactly
+                x = cand_items[pos[j]]
+                c = val[j]
+                for i in range(n):
+                    s = row[i]
+                    if s >= lo[j] and s <= hi[j] and i != x:
+                        e = s if exact else canonical_dot(u, item_emb[i])
+                        if e > c or (e == c and i < x):
+                            rank += 1
+            out_ranks[pos[j]] = rank
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def refine_ranks(buf, n_rows, cand_indptr, cand_items, exact, user_vecs, item_emb, tau, out_ranks):
+    """``rank_rows`` over ``buf[:n_rows]``, in parallel blocks of rows."""
     n_tasks = (n_rows + _BLOCK - 1) // _BLOCK
     for t in prange(n_tasks):
-        for r in range(t * _BLOCK, min(n_rows, (t + 1) * _BLOCK)):
-            a = cand_indptr[r]
-            b = cand_indptr[r + 1]
-            row = buf[r]
-            u = user_vecs[r]
-            tr = 0.0 if exact else tau[r]
-            pos = np.empty(b - a, np.int64)
-            val = np.empty(b - a, np.float32)
-            lo = np.empty(b - a, np.float32)
-            hi = np.empty(b - a, np.float32)
-            m = 0
-            for p in range(a, b):
-                x = cand_items[p]
-                if x >= 0 and x < n:
-                    c = row[x] if exact else canonical_dot(u, item_emb[x])
-                    pos[m] = p
-                    val[m] = c
-                    lo[m] = _f32_up(np.float64(c) - tr)
-                    hi[m] = _f32_down(np.float64(c) + tr)
-                    m += 1
-                else:
-                    out_ranks[p] = -1
-            if m == 0:
-                continue
-            above = np.zeros(m, np.int64)
-            band = np.zeros(m, np.int64)
-            _count_row(row, lo[:m], hi[:m], lo[:m].min(), above, band)
-            for j in range(m):
-                rank = above[j]
-                if band[j] > 1:  # more than the candidate itself: settle the band exactly
-                    x = cand_items[pos[j]]
-                    c = val[j]
-                    for i in range(n):
-                        s = row[i]
-                        if s >= lo[j] and s <= hi[j] and i != x:
-                            e = s if exact else canonical_dot(u, item_emb[i])
-                            if e > c or (e == c and i < x):
-                                rank += 1
-                out_ranks[pos[j]] = rank
+        rank_rows(buf, t * _BLOCK, min(n_rows, (t + 1) * _BLOCK), cand_indptr, cand_items, exact,
+                  user_vecs, item_emb, tau, out_ranks)
 
 
 def rank_of_candidates(scores, cand_items, cand_indptr=None):

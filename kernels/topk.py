@@ -301,26 +301,36 @@ def masked_topk(scores, row_users, mask_indptr, mask_indices, k):
     return out_items, out_scores
 
 
+@njit(cache=True, nogil=True)
+def refine_rows(buf, lo, hi, row_users, mask_indptr, mask_indices, k, user_vecs, item_emb, tau,
+                out_items, out_scores, out_offset):
+    """Certified top-k of rows [lo, hi) of ``buf`` (fast, finite scores; overwritten:
+    masked -> -inf), in the calling thread.
+
+    Row r belongs to the user vector ``user_vecs[r]`` with error bound
+    ``tau[r]``; its result goes to row ``out_offset + r`` of the outputs. Final
+    scores are ``canonical_dot`` values.
+    """
+    n = buf.shape[1]
+    scratch = np.empty(_SAMPLE, np.float32)
+    ci = np.empty(n, np.int32)
+    cs = np.empty(n, np.float32)
+    for r in range(lo, hi):
+        row = buf[r]
+        _mask_row(row, row_users[r], mask_indptr, mask_indices)
+        m = _candidates(row, k, tau[r], scratch, ci, cs)
+        canonical_dots(user_vecs[r], item_emb, ci, m, cs)
+        _emit_sorted(cs, ci, m, k, out_items, out_scores, out_offset + r)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def refine_topk(buf, n_rows, row_users, mask_indptr, mask_indices, k, user_vecs, item_emb, tau,
                 out_items, out_scores, out_offset):
-    """Certified top-k of ``buf[:n_rows]`` (fast, finite scores; overwritten: masked -> -inf).
-
-    Row r belongs to the user vector ``user_vecs[r]``; its result goes to row
-    ``out_offset + r`` of the outputs. Final scores are ``canonical_dot`` values.
-    """
-    n = buf.shape[1]
+    """``refine_rows`` over ``buf[:n_rows]``, in parallel blocks of rows."""
     n_tasks = (n_rows + _BLOCK - 1) // _BLOCK
     for t in prange(n_tasks):
-        scratch = np.empty(_SAMPLE, np.float32)
-        ci = np.empty(n, np.int32)
-        cs = np.empty(n, np.float32)
-        for r in range(t * _BLOCK, min(n_rows, (t + 1) * _BLOCK)):
-            row = buf[r]
-            _mask_row(row, row_users[r], mask_indptr, mask_indices)
-            m = _candidates(row, k, tau[r], scratch, ci, cs)
-            canonical_dots(user_vecs[r], item_emb, ci, m, cs)
-            _emit_sorted(cs, ci, m, k, out_items, out_scores, out_offset + r)
+        refine_rows(buf, t * _BLOCK, min(n_rows, (t + 1) * _BLOCK), row_users, mask_indptr, mask_indices,
+                    k, user_vecs, item_emb, tau, out_items, out_scores, out_offset)
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -189,6 +189,16 @@ class TeacherLists:
         """Ranker protocol of ``ccd_dist.eval``: int32 [len(users), k] item ids."""
         return self.topk_with_scores(k, exclude, users)[0]
 
+    def top_csr(self, k: int, exclude=None, shape=None) -> sp.csr_matrix:
+        """Each user's top-k (without `exclude`) as a 0/1 CSR, e.g. the negative-exclusion
+        lists of the next block (§4, §5.1, §6.2); `shape` pads to a larger id space."""
+        from .interesting import lists_to_csr
+
+        mat = lists_to_csr(self.topk(k, exclude), self.n_items)
+        if shape is None:
+            return mat
+        return _binary_csr(mat, tuple(shape), "shape")
+
     def interesting_items(self, train, n: int = 40) -> np.ndarray:
         """KD interesting items: each user's top-n of E without its block train items (B1 fixed)."""
         return self.topk(n, exclude=train)

@@ -1,14 +1,20 @@
-"""Score users in chunks into one preallocated buffer: the only way scores are made.
+"""Score users in chunks into preallocated buffers: the only way scores are made.
 
-Memory stays O(chunk x items). The scores are a fast float32 product (BLAS);
-they can differ from the canonical score (``ccd_dist.kernels.topk.canonical_dot``)
-in the last bits, which ``topk`` and ``rank_of`` correct for. Consumers that
-need exact tie semantics should call those instead of comparing these scores.
+Memory stays O(chunk x items) per worker. The scores are a fast float32
+product (BLAS); they can differ from the canonical score
+(``ccd_dist.kernels.topk.canonical_dot``) in the last bits, which ``topk`` and
+``rank_of`` correct for. Consumers that need exact tie semantics should call
+those instead of comparing these scores.
 """
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 
+from ._blas import local_thread_setter
 from ._inputs import as_ids, as_matrix, check_pair, default_chunk
 
 
@@ -19,15 +25,45 @@ def score_chunk(user_vecs: np.ndarray, item_emb: np.ndarray, buf: np.ndarray) ->
     return out
 
 
-def iter_chunks(user_emb, item_emb, users, chunk_size, with_buffer=True):
-    """(start, ids, user_vecs, scores-or-None) per chunk of the already normalised inputs."""
-    n_items = item_emb.shape[0]
-    buf = np.empty((min(chunk_size, max(len(users), 1)), n_items), np.float32) if with_buffer else None
+def iter_chunks(user_emb, item_emb, users, chunk_size):
+    """(start, ids, user_vecs, scores) per chunk of the already normalised inputs, one buffer."""
+    buf = np.empty((min(chunk_size, max(len(users), 1)), item_emb.shape[0]), np.float32)
     for start in range(0, len(users), chunk_size):
         ids = users[start : start + chunk_size]
         vecs = np.ascontiguousarray(user_emb[ids])
-        scores = score_chunk(vecs, item_emb, buf) if with_buffer else None
-        yield start, ids, vecs, scores
+        yield start, ids, vecs, score_chunk(vecs, item_emb, buf)
+
+
+def map_chunks(user_emb, item_emb, users, chunk_size, work, work_parallel, workers=None):
+    """Score every chunk and hand it to a kernel; returns nothing (kernels write outputs).
+
+    With per-thread BLAS control (see ``_blas``) and more than one worker,
+    ``workers`` threads each take whole chunks: a single-threaded product into
+    the worker's own buffer, then ``work(start, ids, vecs, scores)`` (a serial,
+    GIL-free kernel). Otherwise chunks go one after the other through a
+    multi-threaded product and ``work_parallel`` (a parallel kernel). Each row
+    is computed on its own, so the results are the same either way.
+    """
+    workers = numba.get_num_threads() if workers is None else int(workers)
+    n_chunks = -(-len(users) // chunk_size)
+    setter = local_thread_setter()
+    if setter is None or workers <= 1 or n_chunks <= 1:
+        for start, ids, vecs, scores in iter_chunks(user_emb, item_emb, users, chunk_size):
+            work_parallel(start, ids, vecs, scores)
+        return
+    local = threading.local()
+
+    def run(start):
+        if not hasattr(local, "buf"):
+            setter(1)  # this worker thread only; the pool's threads end with the call
+            local.buf = np.empty((chunk_size, item_emb.shape[0]), np.float32)
+        ids = users[start : start + chunk_size]
+        vecs = np.ascontiguousarray(user_emb[ids])
+        work(start, ids, vecs, score_chunk(vecs, item_emb, local.buf))
+
+    with ThreadPoolExecutor(max_workers=min(workers, n_chunks), thread_name_prefix="ccd-rank") as pool:
+        for future in [pool.submit(run, start) for start in range(0, len(users), chunk_size)]:
+            future.result()
 
 
 def iter_score_chunks(user_emb, item_emb, users=None, chunk_size=None):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from ccd_dist.errors import InputError
-from ccd_dist.kernels.ranks import refine_ranks
+from ccd_dist.kernels.ranks import rank_rows, refine_ranks
 
 from ._inputs import as_ids, as_matrix, check_pair, default_chunk, error_bounds
-from .chunks import iter_chunks
+from .chunks import map_chunks
 
 
 def rank_of(user_emb, item_emb, users, items, *, chunk_size=None):
@@ -51,11 +51,18 @@ def rank_of(user_emb, item_emb, users, items, *, chunk_size=None):
     grouped = flat[order].reshape(-1)
     ranks = np.empty(grouped.shape[0], np.int64)
     chunk = default_chunk(n_items, chunk_size)
-    for start, ids, vecs, scores in iter_chunks(user_emb, item_emb, uniq, chunk):
+
+    def work(start, ids, vecs, scores, kernel=None):
         lo, hi = bounds[start], bounds[start + len(ids)]
         indptr = bounds[start : start + len(ids) + 1] - lo
         tau = error_bounds(vecs, item_emb)
-        refine_ranks(scores, len(ids), indptr, grouped[lo:hi], False, vecs, item_emb, tau, ranks[lo:hi])
+        if kernel is None:
+            rank_rows(scores, 0, len(ids), indptr, grouped[lo:hi], False, vecs, item_emb, tau, ranks[lo:hi])
+        else:
+            kernel(scores, len(ids), indptr, grouped[lo:hi], False, vecs, item_emb, tau, ranks[lo:hi])
+
+    map_chunks(user_emb, item_emb, uniq, chunk, work,
+               lambda start, ids, vecs, scores: work(start, ids, vecs, scores, refine_ranks))
     out = np.empty_like(ranks)
     out.reshape(len(users), per_row)[order] = ranks.reshape(len(users), per_row)
     return out.reshape(items.shape)

@@ -7,8 +7,9 @@ computed by our kernels from canonical scores with an error bound that
 certifies no other item can enter. So both backends return identical arrays,
 bit for bit, for any chunk size, thread count or BLAS build.
 
-- ``numba``: BLAS product of a user chunk into one preallocated buffer, then
-  ``refine_topk`` (mask, heap selection, certified rescoring), in parallel.
+- ``numba``: BLAS product of a user chunk into a preallocated buffer, then
+  ``refine_rows`` (mask, threshold selection, certified rescoring); workers
+  take whole chunks (see ``chunks.map_chunks``).
 - ``faiss``: exact inner-product search (IndexFlatIP) over-fetching by the
   largest mask in a bucket of users with similar mask sizes, then
   ``refine_candidates``; rows it cannot certify (ties at the fetch boundary)
@@ -19,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from ccd_dist.errors import InputError
-from ccd_dist.kernels.topk import refine_candidates, refine_topk
+from ccd_dist.kernels.topk import refine_candidates, refine_rows, refine_topk
 
 from ._inputs import as_ids, as_mask, as_matrix, check_pair, default_chunk, error_bounds, mask_counts
-from .chunks import iter_chunks
+from .chunks import map_chunks
 
 BACKENDS = ("numba", "faiss")
 DEFAULT_BACKEND = "numba"  # faster at Gowalla scale; see docs/benchmarks.md (topk)
@@ -76,10 +77,15 @@ def top_users(user_emb, item_emb, k, exclude=None, items=None, **kwargs):
 
 
 def _numba_rows(user_emb, item_emb, users, indptr, indices, k, chunk, out_items, out_scores):
-    for start, ids, vecs, scores in iter_chunks(user_emb, item_emb, users, chunk):
-        tau = error_bounds(vecs, item_emb)
-        refine_topk(scores, len(ids), ids, indptr, indices, k, vecs, item_emb, tau,
+    def work(start, ids, vecs, scores):
+        refine_rows(scores, 0, len(ids), ids, indptr, indices, k, vecs, item_emb, error_bounds(vecs, item_emb),
                     out_items, out_scores, start)
+
+    def work_parallel(start, ids, vecs, scores):
+        refine_topk(scores, len(ids), ids, indptr, indices, k, vecs, item_emb, error_bounds(vecs, item_emb),
+                    out_items, out_scores, start)
+
+    map_chunks(user_emb, item_emb, users, chunk, work, work_parallel)
 
 
 def _faiss_rows(user_emb, item_emb, users, indptr, indices, k, chunk, out_items, out_scores):

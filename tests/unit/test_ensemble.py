@@ -126,6 +126,10 @@ def test_ensemble_matches_dense_brute_force():
     for i in range(n_items):
         users = sorted((u for u in range(n_users) if not dense_train[u, i]), key=lambda u: (-E[u, i], u))[:4]
         assert lists.item_users[i].tolist() == users + [-1] * (4 - len(users))
+    # the same lists as exclusion rows of a larger next block
+    nxt = lists.top_csr(6, exclude=train, shape=(n_users + 3, n_items + 2))
+    assert nxt.shape == (n_users + 3, n_items + 2) and nxt[n_users:].nnz == 0
+    assert [sorted(nxt[u].indices) for u in range(n_users)] == [sorted(row) for row in inter]
 
 
 def test_ensemble_does_not_depend_on_chunk_size():
