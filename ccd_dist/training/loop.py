@@ -124,7 +124,9 @@ def fit(
         record = {"epoch": epoch + 1, "train_seconds": time.perf_counter() - t0, **losses}
         result.epochs_run = epoch + 1
         last = epoch + 1 == cfg.epochs
-        eval_point = (epoch + 1) % max(cfg.eval_every, 1) == 0 or last
+        # After the 1st epoch, then every `eval_every` epochs (the reference's 1, 6, ... of B7),
+        # and always after the last epoch so no trained epoch goes unevaluated.
+        eval_point = epoch % max(cfg.eval_every, 1) == 0 or last
         if monitor is not None and eval_point:
             model.eval()
             record["monitor"] = monitor(model)

@@ -38,10 +38,10 @@ def test_training_beats_the_untrained_model(stream, kind):
     untrained = build_model(kind, block.n_users, block.n_items, 16, seed=1).set_interactions(block.train)
     test0 = block_evaluator(block, "test", 64)(untrained)
     model, result, test = train_on_block(block, _job(kind, epochs=8))
-    assert result.epochs_run == 8 and result.best_epoch in (2, 4, 6, 8)
+    assert result.epochs_run == 8 and result.best_epoch in (1, 3, 5, 7, 8)
     assert test["recall@20"] > test0["recall@20"] + 0.05
     assert [r["epoch"] for r in result.history] == list(range(1, 9))
-    assert all("valid" in r for r in result.history if r["epoch"] % 2 == 0)
+    assert [r["epoch"] for r in result.history if "valid" in r] == [1, 3, 5, 7, 8]
 
 
 def test_same_seed_same_numbers(stream):
