@@ -3,13 +3,12 @@
 rank(u, x) = #{i : s(u, i) > s(u, x)} + #{i : s(u, i) == s(u, x), i < x}, so the
 best item has rank 0 and ties go to the lower id (the order of ``topk``).
 
-Per row and candidate x with exact score c, two branch-free counts over the
-row (which the compiler vectorises) give the items surely above
-(fast score > c + tau) and those within [c - tau, c + tau]; only when that band
-holds more than x itself are its items rescored exactly and compared with the
-id tie rule. The row is walked in tiles; a tile with no item at or above the
-lowest band of all candidates is skipped with one count, so candidates near
-the top of the ranking are cheap.
+Per row, one pass over the items buckets their scores on a fine grid laid
+over the candidates' bands [c - tau, c + tau]; bucket counts give the items
+surely above each band, and only items whose bucket meets a band are compared
+with that candidate, exactly (canonical score, id tie rule). Cost: one scalar
+pass per row plus a few comparisons per candidate, whatever the number of
+candidates.
 
 ``refine_ranks`` works on fast (BLAS) scores with an error bound ``tau`` per
 row and rescores with ``canonical_dot``, so ranks are exact under the
@@ -23,7 +22,6 @@ from numba import njit, prange
 from .topk import canonical_dot
 
 _BLOCK = 16  # rows per parallel task
-_TILE = 256  # items per tile of the counting loop
 
 
 @njit(cache=True, inline="always")
@@ -44,29 +42,15 @@ def _f32_up(x):
     return f
 
 
-@njit(cache=True)
-def _count_row(row, lo, hi, floor, above, band):
-    """above[j] += #(row > hi[j]), band[j] += #(lo[j] <= row <= hi[j]), tile by tile."""
-    n = row.shape[0]
-    m = lo.shape[0]
-    for start in range(0, n, _TILE):
-        end = min(n, start + _TILE)
-        reach = 0
-        for i in range(start, end):
-            reach += np.int32(row[i] >= floor)
-        if reach == 0:
-            continue
-        for j in range(m):
-            a = 0
-            b = 0
-            h = hi[j]
-            g = lo[j]
-            for i in range(start, end):
-                s = row[i]
-                a += np.int32(s > h)
-                b += np.int32(s >= g)
-            above[j] += a
-            band[j] += b - a
+@njit(cache=True, inline="always")
+def _bucket(s, base, scale, n_buckets):
+    """Monotone bucket of a score: 0 below base (and NaN), n_buckets + 1 at or past the top."""
+    t = (np.float64(s) - base) * scale
+    if not t >= 0.0:
+        return 0
+    if t >= n_buckets:
+        return n_buckets + 1
+    return 1 + np.int64(t)
 
 
 @njit(cache=True, nogil=True)
@@ -76,6 +60,13 @@ def rank_rows(buf, lo_row, hi_row, cand_indptr, cand_items, exact, user_vecs, it
     buf rows are the scores (fast scores unless ``exact``). Candidates outside
     [0, n_items) get rank -1. Results go to the same positions of
     ``out_ranks``. Runs in the calling thread.
+
+    Per row: the candidates' bands [c - tau, c + tau] are mapped onto a fine
+    grid of score buckets spanning them; one pass over the row counts the
+    items per bucket, and compares an item with a candidate only when the
+    item's bucket meets that candidate's band (the bucket map is monotone, so
+    every other item is surely above or surely below). Band items other than
+    the candidate itself are rescored exactly, once each.
     """
     n = buf.shape[1]
     for r in range(lo_row, hi_row):
@@ -84,39 +75,76 @@ def rank_rows(buf, lo_row, hi_row, cand_indptr, cand_items, exact, user_vecs, it
         row = buf[r]
         u = user_vecs[r]
         tr = 0.0 if exact else tau[r]
+        # valid candidates, sorted by exact score
         pos = np.empty(b - a, np.int64)
         val = np.empty(b - a, np.float32)
-        lo = np.empty(b - a, np.float32)
-        hi = np.empty(b - a, np.float32)
         m = 0
         for p in range(a, b):
             x = cand_items[p]
             if x >= 0 and x < n:
-                c = row[x] if exact else canonical_dot(u, item_emb[x])
                 pos[m] = p
-                val[m] = c
-                lo[m] = _f32_up(np.float64(c) - tr)
-                hi[m] = _f32_down(np.float64(c) + tr)
+                val[m] = row[x] if exact else canonical_dot(u, item_emb[x])
                 m += 1
             else:
                 out_ranks[p] = -1
         if m == 0:
             continue
-        above = np.zeros(m, np.int64)
-        band = np.zeros(m, np.int64)
-        _count_row(row, lo[:m], hi[:m], lo[:m].min(), above, band)
+        order = np.argsort(val[:m])
+        cid = np.empty(m, np.int64)
+        cval = np.empty(m, np.float32)
+        lo = np.empty(m, np.float32)
+        hi = np.empty(m, np.float32)
         for j in range(m):
-            rank = above[j]
-            if band[j] > 1:  # more than the candidate itself: settle the band exactly
-                x = cand_items[pos[j]]
-                c = val[j]
-                for i in range(n):
-                    s = row[i]
-                    if s >= lo[j] and s <= hi[j] and i != x:
-                        e = s if exact else canonical_dot(u, item_emb[i])
-                        if e > c or (e == c and i < x):
-                            rank += 1
-            out_ranks[pos[j]] = rank
+            q = order[j]
+            cid[j] = cand_items[pos[q]]
+            cval[j] = val[q]
+            lo[j] = _f32_up(np.float64(val[q]) - tr)
+            hi[j] = _f32_down(np.float64(val[q]) + tr)
+        # a grid of about 64 buckets per candidate over [lowest band, highest band]
+        n_buckets = min(64 * m, 1 << 16)
+        base = np.float64(lo[0])
+        span = np.float64(hi[m - 1]) - base
+        scale = n_buckets / span if span > 0.0 else 1.0
+        blo = np.empty(m, np.int64)
+        bhi = np.empty(m, np.int64)
+        first = np.full(n_buckets + 2, -1, np.int64)  # lowest candidate whose band meets the bucket
+        for j in range(m - 1, -1, -1):
+            blo[j] = _bucket(lo[j], base, scale, n_buckets)
+            bhi[j] = _bucket(hi[j], base, scale, n_buckets)
+            for g in range(blo[j], bhi[j] + 1):
+                first[g] = j
+        hist = np.zeros(n_buckets + 2, np.int64)
+        exact_above = np.zeros(m, np.int64)
+        for i in range(n):
+            s = row[i]
+            g = _bucket(s, base, scale, n_buckets)
+            hist[g] += 1
+            j = first[g]
+            if j < 0:
+                continue
+            e = np.float32(np.nan)
+            have_e = False
+            while j < m and blo[j] <= g:
+                if g <= bhi[j]:
+                    if s > hi[j]:
+                        exact_above[j] += 1
+                    elif s >= lo[j] and i != cid[j]:
+                        if not have_e:
+                            e = s if exact else canonical_dot(u, item_emb[i])
+                            have_e = True
+                        if e > cval[j] or (e == cval[j] and i < cid[j]):
+                            exact_above[j] += 1
+                j += 1
+        # suffix sums: items in buckets strictly above a band are surely above it
+        run = np.int64(0)
+        for g in range(n_buckets + 1, -1, -1):
+            run += hist[g]
+            hist[g] = run
+        for j in range(m):
+            above = exact_above[j]
+            if bhi[j] + 1 <= n_buckets + 1:
+                above += hist[bhi[j] + 1]
+            out_ranks[pos[order[j]]] = above
 
 
 @njit(parallel=True, cache=True, nogil=True)

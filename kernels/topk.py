@@ -196,7 +196,7 @@ def _candidates(row, k, tau, scratch, ci, cs):
     if m <= k:
         return m
     kth = np.partition(cs[:m], m - k)[m - k]  # k-th largest
-    lo = np.float64(kth) - 2.0 * tau
+    lo = np.float64(kth)  # MUTANT
     keep = 0
     for p in range(m):
         if np.float64(cs[p]) >= lo:

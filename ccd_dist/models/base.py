@@ -32,7 +32,10 @@ Everything else in the project talks to models through these methods only:
 
 Construction goes through ``build_model(kind, n_users, n_items, dim, layers=, seed=)``;
 initialisation draws from a ``torch.Generator`` seeded with ``seed``, never from the
-global RNG, so two models built with the same arguments are identical.
+global RNG, so two models built with the same arguments are identical. BPR-MF and
+LightGCN (CPU kernels) also train identically whatever the thread count; the VAE's
+dense products go through MKL, whose rounding may depend on the thread count.
+A model trains one batch at a time (LightGCN reuses per-graph scratch buffers).
 """
 from __future__ import annotations
 

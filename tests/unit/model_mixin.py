@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from ccd_dist.errors import InputError
-from ccd_dist.models import Recommender, build_model, load_model
+from ccd_dist.models import KINDS, Recommender, build_model, load_model
 
 N_USERS, N_ITEMS = 30, 20
 
@@ -171,6 +171,9 @@ class ModelTestMixin:
         # weights that do not match the stored config: never a silent random start (B9)
         path = tmp_path / "model.pt"
         model.save(path)
+        other = next(cls for kind, cls in KINDS.items() if kind != model.kind)
+        with pytest.raises(InputError, match="config.kind"):
+            other.load(path)
         payload = torch.load(path, weights_only=True)
         payload["config"]["n_items"] += 1
         torch.save(payload, path)
