@@ -1,25 +1,24 @@
 """Masked top-K selection over score rows, with ties broken by lower item id.
 
-Two kernels share one row routine:
-
 - ``masked_topk``: the scores given are the truth. Per row, the k best items
   that are not masked, by (score descending, item id ascending).
-- ``refine_topk`` (used by ``ccd_dist.ranking``): the scores come from a fast
-  float32 product (BLAS) whose rounding depends on the library, the blocking
-  and the thread count. It only *proposes* candidates: every item within
-  ``2 * tau[row]`` of the k-th proposed score is rescored with the canonical
-  dot product (``canonical_dot``) and the final order is taken on those exact
-  values. ``tau`` bounds |fast score - canonical score| (see
+- ``refine_rows`` / ``refine_topk`` (serial / parallel; used by
+  ``ccd_dist.ranking``): the scores come from a fast float32 product (BLAS)
+  whose rounding depends on the library, the blocking and the thread count.
+  They only *propose* candidates: every item within ``2 * tau[row]`` of the
+  k-th proposed score is rescored with the canonical dot product
+  (``canonical_dot``) and the final order is taken on those exact values.
+  ``tau`` bounds |fast score - canonical score| (see
   ``ccd_dist.ranking._inputs.error_bounds``), so the result is exactly the
   top-k under the canonical score, whatever produced the proposal.
-
 - ``refine_candidates`` does the same for candidate lists fetched elsewhere
-  (FAISS) and reports the rows whose proposal could not be certified.
+  (FAISS) and flags the rows whose fetch could not be certified.
 
 Selection per row (``_candidates``): a threshold read off a sample of the row
-drives one streaming pass in which blocks of items are tested with a
-vectorised count and only blocks holding a hit are walked; the k-th best of
-those few candidates is then found with a partial sort. No heap, no full sort.
+drives one streaming pass that builds a bit mask of the hits per block of 64
+items with branch-free (vectorised) compares and visits only the set bits; the
+k-th best of those few candidates is then found with a partial sort. No heap,
+no full sort, no mispredicted branch per item.
 
 Masks are CSR rows (``mask_indptr``, ``mask_indices``) addressed by
 ``row_users[r]``; a negative ``row_users[r]`` or one past the last CSR row means
@@ -196,7 +195,7 @@ def _candidates(row, k, tau, scratch, ci, cs):
     if m <= k:
         return m
     kth = np.partition(cs[:m], m - k)[m - k]  # k-th largest
-    lo = np.float64(kth)  # MUTANT
+    lo = np.float64(kth) - 2.0 * tau
     keep = 0
     for p in range(m):
         if np.float64(cs[p]) >= lo:

@@ -51,6 +51,17 @@ def base_teacher_config(**overrides) -> TrainConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
+def _jsonl_logger(path):
+    if path is None:
+        return None
+
+    def log(record: dict) -> None:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+
+    return log
+
+
 class MemberWorker:
     """Holds one member's model; runs in-process or as a Ray actor."""
 
@@ -58,8 +69,12 @@ class MemberWorker:
         self.spec = spec
         self.model = None
 
-    def train_base(self, block, cfg: TrainConfig, n_items: int | None = None) -> dict:
-        """Train from scratch on `block` (D0) and return its metrics (§3.1)."""
+    def train_base(self, block, cfg: TrainConfig, n_items: int | None = None, log_path=None) -> dict:
+        """Train from scratch on `block` (D0) and return its metrics (§3.1).
+
+        With `log_path`, every epoch's record is appended there as a JSON line,
+        so progress is visible while the member trains in another process.
+        """
         from ..config import ModelConfig, TrainJobConfig
         from ..training.static import train_on_block
 
@@ -68,7 +83,7 @@ class MemberWorker:
             model=ModelConfig(kind=self.spec.kind, dim=self.spec.dim, layers=self.spec.layers),
             train=dataclasses.replace(cfg, seed=self.spec.seed),
         )
-        self.model, result, test = train_on_block(block, job, n_items_total=n_items)
+        self.model, result, test = train_on_block(block, job, n_items_total=n_items, log=_jsonl_logger(log_path))
         return {
             "name": self.spec.name,
             "valid": result.best_valid,

@@ -55,6 +55,11 @@ class InProcessExecutor:
         """`calls` = [(handle, method, args, kwargs)]; results in order."""
         return [h.call(m, *a, **kw) for h, m, a, kw in calls]
 
+    def as_completed(self, calls):
+        """Yield (index, result) for each call as it finishes (here: in order)."""
+        for index, (h, m, a, kw) in enumerate(calls):
+            yield index, h.call(m, *a, **kw)
+
     def put(self, obj):
         return obj
 
@@ -113,6 +118,17 @@ class RayExecutor:
 
     def call_all(self, handles, method: str, *args, **kwargs) -> list:
         return self.call_each([(h, method, args, kwargs) for h in handles])
+
+    def as_completed(self, calls):
+        """Yield (index, result) for each call as soon as it finishes, so the
+        caller can save a finished member while the others still train."""
+        refs = [h.call.remote(m, list(a), kw) for h, m, a, kw in calls]
+        index_of = {ref: i for i, ref in enumerate(refs)}
+        pending = list(refs)
+        while pending:
+            done, pending = self._ray.wait(pending, num_returns=1)
+            for ref in done:
+                yield index_of[ref], self._ray.get(ref)
 
     def put(self, obj):
         """Share a large object (a block) with every actor once."""

@@ -53,14 +53,18 @@ def teacher_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, data_fp: str
             res = WorkerResources(cpus=cfg.executor.cpus_per_member, gpus=cfg.executor.gpus_per_member)
             handles = [executor.start(MemberWorker, s, resources=res) for s in todo]
             ref = executor.put(block)
-            for s in todo:
-                run.begin(k, f"teacher/{s.name}")
-            metrics = executor.call_all(handles, "train_base", ref, cfg.teacher.train)
-            for s, h, m in zip(todo, handles, metrics):
+            calls = []
+            for s, h in zip(todo, handles):
+                log_path = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
+                calls.append((h, "train_base", (ref, cfg.teacher.train), {"log_path": str(log_path)}))
+            # Save each member as soon as it finishes: a crash loses only unfinished members.
+            for index, m in executor.as_completed(calls):
+                s, h = todo[index], handles[index]
                 path = run.stage(k, f"teacher/{s.name}")
                 executor.call_each([(h, "save", (str(path),), {"metrics": m})])
                 run.finish(k, f"teacher/{s.name}", fps[s.name], {"model": "model.pt"})
-                _say(f"  {s.name}: test recall@20={m['test']['recall@20']:.4f} ({m['seconds']:.0f}s)")
+                _say(f"  {s.name}: test recall@20={m['test']['recall@20']:.4f} "
+                     f"({m['epochs']} epochs, {m['seconds']:.0f}s)")
         finally:
             executor.shutdown()
     out = {}

@@ -12,6 +12,6 @@ backend.
 """
 from .chunks import iter_score_chunks
 from .ranks import rank_of
-from .topk import BACKENDS, DEFAULT_BACKEND, top_users, topk
+from .engine import BACKENDS, DEFAULT_BACKEND, top_users, topk
 
 __all__ = ["topk", "top_users", "rank_of", "iter_score_chunks", "BACKENDS", "DEFAULT_BACKEND"]

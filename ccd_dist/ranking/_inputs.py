@@ -34,27 +34,32 @@ def as_matrix(x, name: str) -> np.ndarray:
     return arr
 
 
-def check_pair(user_emb: np.ndarray, item_emb: np.ndarray) -> None:
+def check_pair(user_emb: np.ndarray, item_emb: np.ndarray) -> float:
+    """Check the two matrices go together; returns the largest item norm (for ``error_bounds``)."""
     if user_emb.shape[1] != item_emb.shape[1]:
         raise InputError(
             f"dimension mismatch: user_emb has {user_emb.shape[1]} columns, item_emb {item_emb.shape[1]}",
             path="item_emb",
         )
-    bound = row_norms(user_emb).max(initial=0.0) * row_norms(item_emb).max(initial=0.0)
+    item_norm = float(row_norms(item_emb).max(initial=0.0))
+    bound = float(row_norms(user_emb).max(initial=0.0)) * item_norm
     if bound > _MAX_SCORE:
         raise InputError(f"embedding norms too large (|u| * |v| up to {bound:.3g}, limit {_MAX_SCORE:.0e})",
                          path="user_emb")
+    return item_norm
 
 
 def row_norms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
 
 
-def error_bounds(user_vecs: np.ndarray, item_emb: np.ndarray) -> np.ndarray:
-    """Per user row, a bound on |fast float32 score - canonical score| over all items."""
+def error_bounds(user_vecs: np.ndarray, item_max_norm: float) -> np.ndarray:
+    """Per user row, a bound on |fast float32 score - canonical score| over all items.
+
+    item_max_norm: the largest item embedding norm (``row_norms(item_emb).max()``).
+    """
     d = user_vecs.shape[1]
-    item_max = row_norms(item_emb).max(initial=0.0)
-    return (d + 4) * (_REL * row_norms(user_vecs) * item_max + _ABS)
+    return (d + 4) * (_REL * row_norms(user_vecs) * item_max_norm + _ABS)
 
 
 def as_ids(ids, n: int, name: str) -> np.ndarray:

@@ -28,7 +28,7 @@ def rank_of(user_emb, item_emb, users, items, *, chunk_size=None):
     """
     user_emb = as_matrix(user_emb, "user_emb")
     item_emb = as_matrix(item_emb, "item_emb")
-    check_pair(user_emb, item_emb)
+    item_norm = check_pair(user_emb, item_emb)
     users = as_ids(users, user_emb.shape[0], "users")
     if hasattr(items, "detach"):
         items = items.detach().cpu().numpy()
@@ -55,7 +55,7 @@ def rank_of(user_emb, item_emb, users, items, *, chunk_size=None):
     def work(start, ids, vecs, scores, kernel=None):
         lo, hi = bounds[start], bounds[start + len(ids)]
         indptr = bounds[start : start + len(ids) + 1] - lo
-        tau = error_bounds(vecs, item_emb)
+        tau = error_bounds(vecs, item_norm)
         if kernel is None:
             rank_rows(scores, 0, len(ids), indptr, grouped[lo:hi], False, vecs, item_emb, tau, ranks[lo:hi])
         else:

@@ -8,6 +8,7 @@ import torch
 from ccd_dist.errors import InputError
 from ccd_dist.ranking import iter_score_chunks, rank_of, top_users, topk
 from ccd_dist.ranking import chunks as chunks_mod
+from ccd_dist.ranking import engine
 
 
 def canonical_scores(user_emb, item_emb):
@@ -74,7 +75,26 @@ def test_backends_agree_on_a_larger_catalogue(ties):
         assert_same(topk(user_emb, item_emb, 25, exclude, backend=backend, chunk_size=16), want)
 
 
-def test_final_order_uses_exact_scores_not_blas_rounding():
+def test_faiss_rows_with_ties_at_the_fetch_boundary_are_redone_exactly(monkeypatch):
+    """Few distinct scores: FAISS cannot show that its fetch holds the top k; those rows fall back."""
+    rng = np.random.default_rng(12)
+    user_emb = rng.integers(1, 3, (30, 2)).astype(np.float32)
+    item_emb = rng.integers(0, 2, (5000, 2)).astype(np.float32)  # four distinct item vectors
+    exclude = sp.random(30, 5000, density=0.01, format="csr", random_state=5)
+    redone = []
+    numba_rows = engine._numba_rows
+
+    def spy(user_emb, item_emb, item_norm, users, *args):
+        redone.append(len(users))
+        return numba_rows(user_emb, item_emb, item_norm, users, *args)
+
+    monkeypatch.setattr(engine, "_numba_rows", spy)
+    got = topk(user_emb, item_emb, 20, exclude, backend="faiss", chunk_size=8)
+    assert sum(redone) > 0
+    assert_same(got, brute_topk(user_emb, item_emb, 20, exclude))
+
+
+def test_exact_scores_decide_near_ties_that_blas_rounding_cannot():
     """Near-ties that float32 BLAS cannot resolve: the result still follows the exact score."""
     rng = np.random.default_rng(5)
     base = rng.standard_normal(16).astype(np.float32) * 1000
@@ -83,6 +103,15 @@ def test_final_order_uses_exact_scores_not_blas_rounding():
     want = brute_topk(user_emb, item_emb, 40)
     for backend in ("numba", "faiss"):
         assert_same(topk(user_emb, item_emb, 40, backend=backend, chunk_size=5), want)
+    # ranks likewise: every candidate's rank counts items by their exact score
+    scores = canonical_scores(user_emb, item_emb)
+    cands = rng.integers(0, 300, (12, 30))
+    ranks = rank_of(user_emb, item_emb, np.arange(12), cands, chunk_size=5)
+    ids = np.arange(300)
+    for u in range(12):
+        for j, x in enumerate(cands[u]):
+            s = scores[u]
+            assert ranks[u, j] == np.sum(s > s[x]) + np.sum((s == s[x]) & (ids < x))
 
 
 def test_empty_inputs_and_all_masked_users():

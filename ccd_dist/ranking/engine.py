@@ -18,6 +18,7 @@ bit for bit, for any chunk size, thread count or BLAS build.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from ccd_dist.errors import InputError
 from ccd_dist.kernels.topk import refine_candidates, refine_rows, refine_topk
@@ -51,7 +52,7 @@ def topk(user_emb, item_emb, k, exclude=None, users=None, *, backend=DEFAULT_BAC
         raise InputError(f"k must be >= 0, got {k}", path="k")
     user_emb = as_matrix(user_emb, "user_emb")
     item_emb = as_matrix(item_emb, "item_emb")
-    check_pair(user_emb, item_emb)
+    item_norm = check_pair(user_emb, item_emb)
     users = as_ids(users, user_emb.shape[0], "users")
     indptr, indices = as_mask(exclude)
     chunk = default_chunk(item_emb.shape[0], chunk_size)
@@ -60,9 +61,9 @@ def topk(user_emb, item_emb, k, exclude=None, users=None, *, backend=DEFAULT_BAC
     if len(users) == 0:
         return out_items, out_scores
     if backend == "numba" or k == 0 or item_emb.shape[0] == 0:
-        _numba_rows(user_emb, item_emb, users, indptr, indices, k, chunk, out_items, out_scores)
+        _numba_rows(user_emb, item_emb, item_norm, users, indptr, indices, k, chunk, out_items, out_scores)
     else:
-        _faiss_rows(user_emb, item_emb, users, indptr, indices, k, chunk, out_items, out_scores)
+        _faiss_rows(user_emb, item_emb, item_norm, users, indptr, indices, k, chunk, out_items, out_scores)
     return out_items, out_scores
 
 
@@ -72,23 +73,25 @@ def top_users(user_emb, item_emb, k, exclude=None, items=None, **kwargs):
     exclude is the usual users x items mask; it is transposed here.
     Returns (users int32 [n, k], scores float32 [n, k]) for items (default all).
     """
+    if exclude is not None and not sp.issparse(exclude):
+        raise InputError(f"expected a scipy.sparse matrix, got {type(exclude).__name__}", path="exclude")
     exclude_t = None if exclude is None else exclude.tocsr().T.tocsr()
     return topk(item_emb, user_emb, k, exclude=exclude_t, users=items, **kwargs)
 
 
-def _numba_rows(user_emb, item_emb, users, indptr, indices, k, chunk, out_items, out_scores):
+def _numba_rows(user_emb, item_emb, item_norm, users, indptr, indices, k, chunk, out_items, out_scores):
     def work(start, ids, vecs, scores):
-        refine_rows(scores, 0, len(ids), ids, indptr, indices, k, vecs, item_emb, error_bounds(vecs, item_emb),
+        refine_rows(scores, 0, len(ids), ids, indptr, indices, k, vecs, item_emb, error_bounds(vecs, item_norm),
                     out_items, out_scores, start)
 
     def work_parallel(start, ids, vecs, scores):
-        refine_topk(scores, len(ids), ids, indptr, indices, k, vecs, item_emb, error_bounds(vecs, item_emb),
+        refine_topk(scores, len(ids), ids, indptr, indices, k, vecs, item_emb, error_bounds(vecs, item_norm),
                     out_items, out_scores, start)
 
     map_chunks(user_emb, item_emb, users, chunk, work, work_parallel)
 
 
-def _faiss_rows(user_emb, item_emb, users, indptr, indices, k, chunk, out_items, out_scores):
+def _faiss_rows(user_emb, item_emb, item_norm, users, indptr, indices, k, chunk, out_items, out_scores):
     import faiss
 
     n_items, d = item_emb.shape
@@ -104,7 +107,7 @@ def _faiss_rows(user_emb, item_emb, users, indptr, indices, k, chunk, out_items,
         vecs = np.ascontiguousarray(user_emb[ids])
         fetch = int(min(n_items, k + counts[rows].max() + margin))
         cand_scores, cand_ids = index.search(vecs, fetch)
-        tau = error_bounds(vecs, item_emb)
+        tau = error_bounds(vecs, item_norm)
         items_c = np.empty((len(rows), k), np.int32)
         scores_c = np.empty((len(rows), k), np.float32)
         ok = np.zeros(len(rows), np.uint8)
@@ -119,6 +122,6 @@ def _faiss_rows(user_emb, item_emb, users, indptr, indices, k, chunk, out_items,
         rows = np.concatenate(failed)
         items_f = np.empty((len(rows), k), np.int32)
         scores_f = np.empty((len(rows), k), np.float32)
-        _numba_rows(user_emb, item_emb, users[rows], indptr, indices, k, chunk, items_f, scores_f)
+        _numba_rows(user_emb, item_emb, item_norm, users[rows], indptr, indices, k, chunk, items_f, scores_f)
         out_items[rows] = items_f
         out_scores[rows] = scores_f
