@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 
 from ccd_dist.errors import InputError
 from ccd_dist.io import atomic_write_text
@@ -25,16 +26,18 @@ SUMMARY_KEYS = ("la", "ra", "hmean")
 
 
 def json_safe(obj):
-    """A copy of `obj` where every NaN float (or numpy float) is None, so json.dumps is strict."""
+    """A copy of `obj` with NaN / inf (also numpy scalars) as None, so json.dumps is strict."""
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
-    if isinstance(obj, float) or type(obj).__name__.startswith("float"):
-        x = float(obj)
-        return None if math.isnan(x) or math.isinf(x) else x
-    if type(obj).__name__.startswith("int") and not isinstance(obj, bool):
+    if isinstance(obj, (bool, str)) or obj is None:
+        return obj
+    if isinstance(obj, numbers.Integral):
         return int(obj)
+    if isinstance(obj, numbers.Real):
+        x = float(obj)
+        return x if math.isfinite(x) else None
     return obj
 
 
@@ -174,8 +177,8 @@ class RunResults:
         try:
             run = cls(n, data["method"], data.get("preset"), data.get("data"),
                       data.get("ks", DEFAULT_KS), data.get("splits", EVAL_SPLITS), data.get("meta"))
-        except InputError as exc:
-            fail(exc.where or "header", str(exc))
+        except (TypeError, ValueError) as exc:  # InputError is a ValueError
+            fail(getattr(exc, "where", None) or "ks/splits", str(exc))
         blocks = data["blocks"]
         if not isinstance(blocks, list) or any(
             isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < n for b in blocks
@@ -185,7 +188,12 @@ class RunResults:
         if not isinstance(data["models"], dict):
             fail("models", "expected an object model name -> result matrix")
         for name, rm_data in data["models"].items():
-            rm = ResultMatrix.from_dict(rm_data, source=f"{source}: models.{name}")
+            try:
+                rm = ResultMatrix.from_dict(rm_data, source=f"{source}: models.{name}")
+            except InputError:
+                raise
+            except (TypeError, ValueError, AttributeError) as exc:
+                fail(f"models.{name}", f"malformed result matrix ({exc})")
             if rm.n_blocks != n:
                 fail(f"models.{name}.n_blocks", f"expected {n} (the run's n_blocks), got {rm.n_blocks}")
             run.models[name] = rm

@@ -19,9 +19,7 @@ from pathlib import Path
 
 from ..ccd.ensemble import TeacherLists, build_rank_ensemble, evaluate_teacher, member_from_model, stream_cover
 from ..ccd.kd import distill
-from ..ccd.teacher import MemberWorker
 from ..config import TrainJobConfig, to_dict
-from ..distributed.executor import WorkerResources, make_executor
 from ..io import atomic_write_json
 from ..models import Recommender, build_model
 from ..resources import peak_rss_mb
@@ -29,6 +27,7 @@ from ..training.loop import fit
 from ..training.static import block_evaluator
 from .artifacts import RunDir, fingerprint
 from .config import PipelineConfig
+from .pool import TeacherPool
 
 
 def _say(msg: str) -> None:
@@ -39,7 +38,7 @@ def _metrics_row(block, model, chunk=4096) -> dict:
     return {s: block_evaluator(block, s, chunk)(model) for s in ("valid", "test")}
 
 
-def teacher_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, data_fp: str) -> dict:
+def teacher_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, data_fp: str, pool) -> dict:
     """Train every member not yet finished (in parallel under Ray); return {name: metrics}."""
     block = stream[k]
     specs = cfg.teacher.specs()
@@ -48,25 +47,16 @@ def teacher_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, data_fp: str
     todo = [s for s in specs if not run.is_done(k, f"teacher/{s.name}", fps[s.name])]
     if todo:
         _say(f"block {k}: training {len(todo)} teacher member(s): {', '.join(s.name for s in todo)}")
-        executor = make_executor(cfg.executor.kind, address=cfg.executor.address or None)
-        try:
-            res = WorkerResources(cpus=cfg.executor.cpus_per_member, gpus=cfg.executor.gpus_per_member)
-            handles = [executor.start(MemberWorker, s, resources=res) for s in todo]
-            ref = executor.put(block)
-            calls = []
-            for s, h in zip(todo, handles):
-                log_path = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
-                calls.append((h, "train_base", (ref, cfg.teacher.train), {"log_path": str(log_path)}))
-            # Save each member as soon as it finishes: a crash loses only unfinished members.
-            for index, m in executor.as_completed(calls):
-                s, h = todo[index], handles[index]
-                path = run.stage(k, f"teacher/{s.name}")
-                executor.call_each([(h, "save", (str(path),), {"metrics": m})])
-                run.finish(k, f"teacher/{s.name}", fps[s.name], {"model": "model.pt"})
-                _say(f"  {s.name}: test recall@20={m['test']['recall@20']:.4f} "
-                     f"({m['epochs']} epochs, {m['seconds']:.0f}s)")
-        finally:
-            executor.shutdown()
+        ref = pool.put(block)
+        calls = []
+        for s in todo:
+            log_path = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
+            calls.append((s.name, "train_base", (ref, cfg.teacher.train), {"log_path": str(log_path)}))
+        # Save each member as soon as it finishes: a crash loses only unfinished members.
+        for name, m in pool.run(calls):
+            pool.call(name, "save", str(run.stage(k, f"teacher/{name}")), metrics=m)
+            run.finish(k, f"teacher/{name}", fps[name], {"model": "model.pt"})
+            _say(f"  {name}: test recall@20={m['test']['recall@20']:.4f} ({m['epochs']} epochs, {m['seconds']:.0f}s)")
     out = {}
     for s in specs:
         out[s.name] = json.loads((run.stage(k, f"teacher/{s.name}") / "metrics.json").read_text())
@@ -128,12 +118,21 @@ def student_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, name: str, f
     return json.loads((path / "metrics.json").read_text())
 
 
-def run_base(stream, cfg: PipelineConfig, run_root, data_fp: str, k: int = 0) -> dict:
-    """Teacher members -> ensemble -> KD student and plain student on block k; writes base_results.json."""
+def run_base(stream, cfg: PipelineConfig, run_root, data_fp: str, k: int = 0, pool=None, fps=None) -> dict:
+    """Teacher members -> ensemble -> KD student and plain student on block k; writes base_results.json.
+
+    `fps` (optional dict) receives the stage fingerprints keyed by (block, stage).
+    """
     run = RunDir(run_root)
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.root / "config.json", to_dict(cfg))
-    members = teacher_stage(stream, k, cfg, run, data_fp)
+    own_pool = pool is None
+    pool = pool or TeacherPool(cfg)
+    try:
+        members = teacher_stage(stream, k, cfg, run, data_fp, pool)
+    finally:
+        if own_pool:
+            pool.close()
     member_fps = [members[s.name]["fingerprint"] for s in cfg.teacher.specs()]
     _, ensemble, ens_fp = ensemble_stage(stream, k, cfg, run, member_fps)
     student = dataclasses.asdict(cfg.student)
@@ -141,6 +140,11 @@ def run_base(stream, cfg: PipelineConfig, run_root, data_fp: str, k: int = 0) ->
                        lists=TeacherLists.load(run.stage(k, "ensemble") / "lists.npz"))
     plain = student_stage(stream, k, cfg, run, "plain",
                           fingerprint("plain", data_fp, k, student, dataclasses.asdict(cfg.plain)))
+    if fps is not None:
+        for name, m in members.items():
+            fps[(k, f"teacher/{name}")] = m["fingerprint"]
+        fps[(k, "ensemble")] = ens_fp
+        fps[(k, "kd")] = fingerprint("kd", ens_fp, student, dataclasses.asdict(cfg.kd))
     results = {"block": k, "members": members, "ensemble": ensemble, "kd_student": kd, "plain_student": plain}
     atomic_write_json(run.root / "base_results.json", results)
     return results

@@ -1,0 +1,178 @@
+"""The continual blocks k = 1..N of CCD (§0, §7.2): student update, teacher update,
+rank ensemble and KD, each a stage over artifacts in the run directory.
+
+    block_k/student_update/   student.pt (CL_k), stability.pt, plasticity.pt, metrics.json
+    block_k/teacher/<m>/      model.pt, metrics.json   (each member updated, in parallel)
+    block_k/ensemble/         lists.npz, metrics.json  (E_k)
+    block_k/kd/               model.pt, metrics.json   (the distilled student for block k+1)
+
+Fingerprints chain every stage to its inputs, so a rerun resumes at the first
+unfinished stage and recomputes exactly what a changed input invalidates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import scipy.sparse as sp
+
+from ..ccd.ensemble import TeacherLists
+from ..ccd.kd import distill
+from ..ccd.teacher import MemberWorker
+from ..config import to_dict
+from ..distributed.executor import WorkerResources, make_executor
+from ..eval import evaluate_stream
+from ..io import atomic_write_json
+from ..models import Recommender, build_model
+from ..ranking import topk
+from ..resources import peak_rss_mb
+from ..training.static import block_evaluator
+from .artifacts import RunDir, fingerprint
+from .base import _say, ensemble_stage
+from .config import PipelineConfig, block_schedule
+
+
+def exclusion_lists(models, train, n: int = 40) -> sp.csr_matrix:
+    """Per-user union of each model's top-n items outside `train` (§4 / §5.1 exclusions).
+
+    Models may be smaller than the block (older proxies): their users/items are a prefix.
+    """
+    n_users, n_items = train.shape
+    rows, cols = [], []
+    for model in models:
+        if model is None:
+            continue
+        users, items = model.representations()
+        u = min(users.shape[0], n_users)
+        i = min(items.shape[0], n_items)
+        top, _ = topk(users[:u], items[:i], n, exclude=train[:u, :i])
+        r, c = (top >= 0).nonzero()
+        rows.append(r)
+        cols.append(top[r, c])
+    if not rows:
+        return sp.csr_matrix((n_users, n_items), dtype="float32")
+    import numpy as np
+
+    r = np.concatenate(rows)
+    c = np.concatenate(cols).astype(np.int64)
+    mat = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(n_users, n_items))
+    mat.sum_duplicates()
+    mat.data[:] = 1.0
+    return mat
+
+
+def evaluate_model(model, stream, k: int) -> list:
+    users, items = model.representations()
+    return evaluate_stream(users, items, stream, upto=k)
+
+
+def _load(path) -> Recommender:
+    return Recommender.load(path)
+
+
+def student_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict) -> str:
+    from ..ccd.student_update import update_student
+
+    fp = fingerprint("student_update", fps[(k - 1, "kd")], fps[(k - 1, "ensemble")],
+                     fps.get((k - 1, "student_update")), to_dict(block_schedule(cfg, k).student))
+    if run.is_done(k, "student_update", fp):
+        return fp
+    _say(f"block {k}: student update")
+    started = time.perf_counter()
+    distilled = _load(run.stage(k - 1, "kd") / "model.pt")
+    prev = run.stage(k - 1, "student_update")
+    stability = _load(prev / "stability.pt") if k >= 2 else None
+    plasticity = _load(prev / "plasticity.pt") if k >= 2 else None
+    lists_prev = TeacherLists.load(run.stage(k - 1, "ensemble") / "lists.npz")
+    block = stream[k]
+    result = update_student(distilled, stability, plasticity, stream, k, lists_prev,
+                            block_schedule(cfg, k).student, block_evaluator(block, "valid", 4096))
+    path = run.begin(k, "student_update")
+    result.student.save(path / "student.pt")
+    result.stability.save(path / "stability.pt")
+    result.plasticity.save(path / "plasticity.pt")
+    atomic_write_json(path / "metrics.json", {
+        "student": evaluate_model(result.student, stream, k),
+        "stability": evaluate_model(result.stability, stream, k - 1),
+        "plasticity": evaluate_model(result.plasticity, stream, k - 1),
+        "distilled": evaluate_model(distilled, stream, k - 1),
+        "epochs": result.fit_result.epochs_run, "best_epoch": result.fit_result.best_epoch,
+        "replay_size": result.replay_size, "history": result.fit_result.history,
+        "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()})
+    run.finish(k, "student_update", fp)
+    return fp
+
+
+def teacher_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict) -> list:
+    """Update every member on block k (in parallel under Ray); returns member fingerprints."""
+    specs = cfg.teacher.specs()
+    schedule = block_schedule(cfg, k).teacher
+    member_fps = {s.name: fingerprint("teacher_update", fps[(k - 1, f"teacher/{s.name}")],
+                                      fps[(k, "student_update")], fps[(k - 1, "ensemble")], to_dict(schedule))
+                  for s in specs}
+    todo = [s for s in specs if not run.is_done(k, f"teacher/{s.name}", member_fps[s.name])]
+    if todo:
+        _say(f"block {k}: updating {len(todo)} teacher member(s)")
+        executor = make_executor(cfg.executor.kind, address=cfg.executor.address or None)
+        try:
+            res = WorkerResources(cpus=cfg.executor.cpus_per_member, gpus=cfg.executor.gpus_per_member)
+            handles = [executor.start(MemberWorker, s, resources=res) for s in todo]
+            ref = executor.put(stream)
+            side = {name: str(run.stage(k, "student_update") / f"{name}.pt")
+                    for name in ("stability", "plasticity", "student")}
+            calls = []
+            for s, h in zip(todo, handles):
+                log_path = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
+                calls.append((h, "update", (ref, k, str(run.stage(k - 1, f"teacher/{s.name}")), side,
+                                            str(run.stage(k - 1, "ensemble") / "lists.npz"), schedule),
+                              {"log_path": str(log_path)}))
+            for index, metrics in executor.as_completed(calls):
+                s, h = todo[index], handles[index]
+                executor.call_each([(h, "save", (str(run.stage(k, f"teacher/{s.name}")),), {"metrics": metrics})])
+                run.finish(k, f"teacher/{s.name}", member_fps[s.name])
+                _say(f"  {s.name}: block {k} test recall@20={metrics['test']['recall@20']:.4f}")
+        finally:
+            executor.shutdown()
+    for s in specs:
+        fps[(k, f"teacher/{s.name}")] = member_fps[s.name]
+    return [member_fps[s.name] for s in specs]
+
+
+def kd_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict) -> str:
+    """The distilled student for block k+1: KD from E_k with the §4 exclusion lists."""
+    fp = fingerprint("kd", fps[(k, "ensemble")], fps[(k, "student_update")], dataclasses.asdict(cfg.student),
+                     dataclasses.asdict(cfg.kd))
+    if run.is_done(k, "kd", fp):
+        return fp
+    _say(f"block {k}: KD student")
+    started = time.perf_counter()
+    block = stream[k]
+    su = run.stage(k, "student_update")
+    side = [_load(su / "stability.pt"), _load(su / "plasticity.pt") if k >= 2 else None, _load(su / "student.pt")]
+    exclude = exclusion_lists(side, block.train)
+    lists = TeacherLists.load(run.stage(k, "ensemble") / "lists.npz")
+    model = build_model(cfg.student.kind, block.n_users, block.n_items, cfg.student.dim,
+                        layers=cfg.student.layers, seed=cfg.kd.seed)
+    model, result = distill(model, block.train, lists, cfg.kd, exclude=exclude,
+                            evaluate=block_evaluator(block, "valid", 4096))
+    path = run.begin(k, "kd")
+    model.save(path / "model.pt")
+    atomic_write_json(path / "metrics.json", {
+        "per_block": evaluate_model(model, stream, k), "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch, "history": result.history,
+        "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()})
+    run.finish(k, "kd", fp)
+    return fp
+
+
+def run_block(stream, k: int, cfg: PipelineConfig, run: RunDir, fps: dict) -> None:
+    """One continual block of CCD: S_update, T_update, Ensemble, KD (§0 order)."""
+    fps[(k, "student_update")] = student_update_stage(stream, k, cfg, run, fps)
+    member_fps = teacher_update_stage(stream, k, cfg, run, fps)
+    _, _, fps[(k, "ensemble")] = ensemble_stage(stream, k, cfg, run, member_fps)
+    fps[(k, "kd")] = kd_stage(stream, k, cfg, run, fps)
+
+
+def read_json(path):
+    return json.loads(path.read_text())
