@@ -84,6 +84,7 @@ class MemberWorker:
             train=dataclasses.replace(cfg, seed=self.spec.seed),
         )
         self.model, result, test = train_on_block(block, job, n_items_total=n_items, log=_jsonl_logger(log_path))
+        self.block = block.index
         return {
             "name": self.spec.name,
             "valid": result.best_valid,
@@ -92,6 +93,41 @@ class MemberWorker:
             "best_epoch": result.best_epoch,
             "seconds": time.perf_counter() - started,
             "peak_rss_mb": peak_rss_mb(),
+        }
+
+    def update(self, stream, k: int, prev_dir, side_paths: dict, lists_path, cfg, log_path=None) -> dict:
+        """Stage 3 for this member on block k (§6); returns its metrics on blocks 0..k.
+
+        The worker keeps its model between blocks; after a restart it loads the
+        block k-1 model from `prev_dir` (a failed load is an error, never a
+        random start: B9).
+        """
+        from ..eval import evaluate_stream
+        from ..models import Recommender
+        from ..training.static import block_evaluator
+        from .ensemble import TeacherLists
+
+        started = time.perf_counter()
+        if self.model is None or getattr(self, "block", None) != k - 1:
+            self.load(prev_dir)
+            self.block = k - 1
+        side = {name: Recommender.load(path) if path and Path(path).exists() else None
+                for name, path in side_paths.items()}
+        lists_prev = TeacherLists.load(lists_path)
+        if self.spec.kind == "vae":
+            from .vae_update import update_vae_member as update
+        else:
+            from .teacher_update import update_teacher_member as update
+        evaluate = block_evaluator(stream[k], "valid", 4096)
+        self.model, result = update(self.model, self.spec.kind, stream, k, side, lists_prev, cfg, evaluate,
+                                    log=_jsonl_logger(log_path))
+        self.block = k
+        users, items = self.representations()
+        per_block = evaluate_stream(users, items, stream, upto=k)
+        return {
+            "name": self.spec.name, "valid": per_block[k]["valid"], "test": per_block[k]["test"],
+            "per_block": per_block, "epochs": result.epochs_run, "best_epoch": result.best_epoch,
+            "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(),
         }
 
     def representations(self) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +147,7 @@ class MemberWorker:
 
         directory = Path(directory)
         self.model = Recommender.load(directory / "model.pt")
+        self.block = None  # unknown until the caller says which block this model is from
         metrics_path = directory / "metrics.json"
         return json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
 

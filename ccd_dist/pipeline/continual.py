@@ -19,9 +19,7 @@ import scipy.sparse as sp
 
 from ..ccd.ensemble import TeacherLists
 from ..ccd.kd import distill
-from ..ccd.teacher import MemberWorker
 from ..config import to_dict
-from ..distributed.executor import WorkerResources, make_executor
 from ..eval import evaluate_stream
 from ..io import atomic_write_json
 from ..models import Recommender, build_model
@@ -104,7 +102,7 @@ def student_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict)
     return fp
 
 
-def teacher_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict) -> list:
+def teacher_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict, pool) -> list:
     """Update every member on block k (in parallel under Ray); returns member fingerprints."""
     specs = cfg.teacher.specs()
     schedule = block_schedule(cfg, k).teacher
@@ -114,26 +112,19 @@ def teacher_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict)
     todo = [s for s in specs if not run.is_done(k, f"teacher/{s.name}", member_fps[s.name])]
     if todo:
         _say(f"block {k}: updating {len(todo)} teacher member(s)")
-        executor = make_executor(cfg.executor.kind, address=cfg.executor.address or None)
-        try:
-            res = WorkerResources(cpus=cfg.executor.cpus_per_member, gpus=cfg.executor.gpus_per_member)
-            handles = [executor.start(MemberWorker, s, resources=res) for s in todo]
-            ref = executor.put(stream)
-            side = {name: str(run.stage(k, "student_update") / f"{name}.pt")
-                    for name in ("stability", "plasticity", "student")}
-            calls = []
-            for s, h in zip(todo, handles):
-                log_path = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
-                calls.append((h, "update", (ref, k, str(run.stage(k - 1, f"teacher/{s.name}")), side,
-                                            str(run.stage(k - 1, "ensemble") / "lists.npz"), schedule),
-                              {"log_path": str(log_path)}))
-            for index, metrics in executor.as_completed(calls):
-                s, h = todo[index], handles[index]
-                executor.call_each([(h, "save", (str(run.stage(k, f"teacher/{s.name}")),), {"metrics": metrics})])
-                run.finish(k, f"teacher/{s.name}", member_fps[s.name])
-                _say(f"  {s.name}: block {k} test recall@20={metrics['test']['recall@20']:.4f}")
-        finally:
-            executor.shutdown()
+        ref = pool.put(stream)
+        side = {name: str(run.stage(k, "student_update") / f"{name}.pt")
+                for name in ("stability", "plasticity", "student")}
+        lists_prev = str(run.stage(k - 1, "ensemble") / "lists.npz")
+        calls = []
+        for s in todo:
+            log_path = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
+            prev_dir = str(run.stage(k - 1, f"teacher/{s.name}"))
+            calls.append((s.name, "update", (ref, k, prev_dir, side, lists_prev, schedule), {"log_path": str(log_path)}))
+        for name, metrics in pool.run(calls):
+            pool.call(name, "save", str(run.stage(k, f"teacher/{name}")), metrics=metrics)
+            run.finish(k, f"teacher/{name}", member_fps[name])
+            _say(f"  {name}: block {k} test recall@20={metrics['test']['recall@20']:.4f} ({metrics['seconds']:.0f}s)")
     for s in specs:
         fps[(k, f"teacher/{s.name}")] = member_fps[s.name]
     return [member_fps[s.name] for s in specs]
@@ -166,10 +157,10 @@ def kd_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict) -> str:
     return fp
 
 
-def run_block(stream, k: int, cfg: PipelineConfig, run: RunDir, fps: dict) -> None:
+def run_block(stream, k: int, cfg: PipelineConfig, run: RunDir, fps: dict, pool) -> None:
     """One continual block of CCD: S_update, T_update, Ensemble, KD (§0 order)."""
     fps[(k, "student_update")] = student_update_stage(stream, k, cfg, run, fps)
-    member_fps = teacher_update_stage(stream, k, cfg, run, fps)
+    member_fps = teacher_update_stage(stream, k, cfg, run, fps, pool)
     _, _, fps[(k, "ensemble")] = ensemble_stage(stream, k, cfg, run, member_fps)
     fps[(k, "kd")] = kd_stage(stream, k, cfg, run, fps)
 
