@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "ccd_dist.data.cli",
     "ccd_dist.training.cli",
     "ccd_dist.pipeline.cli",
+    "ccd_dist.eval.report_cli",
 ]
 
 

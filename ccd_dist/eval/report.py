@@ -150,7 +150,8 @@ def models_table(run: Run, metric: str) -> str:
 
 def format_tables(runs, metric: str) -> str:
     """The text printed by `ccd-dist report`."""
-    parts = [f"## Summary after the last finished block ({SPLIT}, {metric})", "", comparison_table(runs, metric)]
+    parts = [f"## Summary after the last finished block ({SPLIT}, {metric})", "",
+             comparison_table(runs, metric)]
     for run in runs:
         res = run.results
         parts += ["", f"## {run.label}: {run.path}",
@@ -208,14 +209,16 @@ def plot_heatmap(run: Run, model: str, metric: str) -> bytes:
 
     n = run.last_block + 1
     r = run.results.models[model].matrix(SPLIT, metric)[:n, :n]
-    fig = _figure(1.2 + 0.9 * n, 0.8 + 0.8 * n)
+    fig = _figure(max(4.5, 1.5 + 0.9 * n), max(3.5, 1.0 + 0.8 * n))
     ax = fig.subplots()
     im = ax.imshow(np.ma.masked_invalid(r), cmap="viridis", origin="upper")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     for k in range(n):
         for j in range(n):
             if not math.isnan(r[k, j]):
-                ax.text(j, k, f"{r[k, j]:.3f}", ha="center", va="center", fontsize=8, color="white")
+                bright = im.norm(r[k, j]) > 0.6  # dark text on the light end of viridis
+                ax.text(j, k, f"{r[k, j]:.3f}", ha="center", va="center", fontsize=8,
+                        color="black" if bright else "white")
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xlabel("evaluated on block j")
@@ -241,13 +244,36 @@ def plot_stages(run: Run) -> bytes:
     ax_t.set_xlabel("seconds")
     ax_m.set_xlabel("peak RSS (MB)")
     ax_t.set_title(f"{run.label}: time per stage", fontsize=9)
-    ax_m.set_title("peak RSS after the stage", fontsize=9)
+    ax_m.set_title("peak RSS of the process up to the stage", fontsize=9)
     fig.tight_layout()
     return _png(fig)
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+def _run_section(run: Run, index: int, metric: str, put) -> list:
+    """report.md lines for one run: all models' summary, heat maps, stage costs."""
+    stem = f"run{index}_{_slug(run.label)}"
+    md = [f"## {run.label}: details", "",
+          f"All models after the last finished block ({SPLIT}, {metric}):", "", models_table(run, metric), ""]
+    if run.last_block is None:
+        return md + ["No finished block yet.", ""] + _stages_section(run, stem, put)
+    for model in SUMMARY_MODELS:
+        if model in run.results.models:
+            name = put(f"{stem}_{model}_r_{_slug(metric)}.png", plot_heatmap(run, model, metric))
+            md += [f"r[k][j] of the {model}:", "", f"![{run.label} {model}]({name})", ""]
+        else:
+            md += [f"No {model} results in this run.", ""]
+    return md + _stages_section(run, stem, put)
+
+
+def _stages_section(run: Run, stem: str, put) -> list:
+    if not run.results.stages:
+        return ["No stage timings in this run.", ""]
+    name = put(f"{stem}_stages.png", plot_stages(run))
+    return ["Time and peak RSS per stage:", "", f"![{run.label} stages]({name})", ""]
 
 
 def write_report(runs, out_dir, metric: str = "recall@20") -> list:
@@ -263,26 +289,15 @@ def write_report(runs, out_dir, metric: str = "recall@20") -> list:
 
     md = ["# ccd-dist report", "",
           f"Split: {SPLIT}. LA / RA / H-mean as defined in docs/metrics.md §3 "
-          "(LA_0 = r[0][0]; a missing entry gives '-').", "",
-          "## Runs", ""]
-    md += [f"- **{run.label}**: `{run.path}` (method {run.results.method}, preset {run.results.preset or '-'}, "
-           f"data `{run.results.data or '-'}`, blocks done {run.results.blocks or 'none'} "
-           f"of 0..{run.results.n_blocks - 1})" for run in runs]
+          "(LA_0 = r[0][0]; a missing entry gives '-').", "", "## Runs", ""]
+    for run in runs:
+        res = run.results
+        md.append(f"- **{run.label}**: `{run.path}` (method {res.method}, preset {res.preset or '-'}, "
+                  f"data `{res.data or '-'}`, blocks done {res.blocks or 'none'} of 0..{res.n_blocks - 1})")
     md += ["", format_tables(runs, metric), ""]
-    md += [f"## H-mean after each block ({metric})", "", f"![H-mean]({put(f'hmean_{_slug(metric)}.png', plot_hmean(runs, metric))})", ""]
+    hmean = put(f"hmean_{_slug(metric)}.png", plot_hmean(runs, metric))
+    md += [f"## H-mean after each block ({metric})", "", f"![H-mean]({hmean})", ""]
     for i, run in enumerate(runs, start=1):
-        stem = f"run{i}_{_slug(run.label)}"
-        md += [f"## {run.label}: details", "", f"All models after the last finished block ({SPLIT}, {metric}):", "",
-               models_table(run, metric), ""]
-        for model in SUMMARY_MODELS:
-            if run.last_block is not None and model in run.results.models:
-                name = put(f"{stem}_{model}_r_{_slug(metric)}.png", plot_heatmap(run, model, metric))
-                md += [f"r[k][j] of the {model}:", "", f"![{run.label} {model}]({name})", ""]
-            else:
-                md += [f"No {model} results in this run.", ""]
-        if run.results.stages:
-            md += ["Time and peak RSS per stage:", "", f"![{run.label} stages]({put(f'{stem}_stages.png', plot_stages(run))})", ""]
-        else:
-            md += ["No stage timings in this run.", ""]
+        md += _run_section(run, i, metric, put)
     atomic_write_text(out / "report.md", "\n".join(md))
     return [out / "report.md"] + written

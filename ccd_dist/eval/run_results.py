@@ -72,9 +72,9 @@ class RunResults:
 
     # -- recording ---------------------------------------------------------------
     def _check_block(self, k, name="k") -> int:
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.n_blocks:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k < self.n_blocks:
             raise arg_error(name, f"expected a block index in 0..{self.n_blocks - 1}, got {k!r}")
-        return k
+        return int(k)
 
     def model(self, name: str) -> ResultMatrix:
         """The result matrix of `name`, created empty on first use."""
@@ -90,7 +90,7 @@ class RunResults:
         `new_users`, if given, maps split -> `evaluate_new_users` metrics of block k.
         Recording the same row again (a resumed run) overwrites it.
         """
-        self._check_block(k)
+        k = self._check_block(k)
         if new_users is not None and (
             not isinstance(new_users, dict) or not set(new_users) <= set(self.splits)
         ):
@@ -102,7 +102,7 @@ class RunResults:
 
     def add_stage(self, k: int, stage: str, seconds: float, peak_rss_mb=None) -> None:
         """Record the wall time and peak RSS of one stage of block k (replaces an earlier entry)."""
-        self._check_block(k)
+        k = self._check_block(k)
         if not isinstance(stage, str) or not stage:
             raise arg_error("stage", f"expected a non-empty stage name, got {stage!r}")
         entry = {

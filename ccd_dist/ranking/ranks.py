@@ -52,17 +52,19 @@ def rank_of(user_emb, item_emb, users, items, *, chunk_size=None):
     ranks = np.empty(grouped.shape[0], np.int64)
     chunk = default_chunk(n_items, chunk_size)
 
-    def work(start, ids, vecs, scores, kernel=None):
+    def args(start, ids, vecs):
+        """The kernel arguments after the scores for one chunk of distinct users."""
         lo, hi = bounds[start], bounds[start + len(ids)]
         indptr = bounds[start : start + len(ids) + 1] - lo
-        tau = error_bounds(vecs, item_norm)
-        if kernel is None:
-            rank_rows(scores, 0, len(ids), indptr, grouped[lo:hi], False, vecs, item_emb, tau, ranks[lo:hi])
-        else:
-            kernel(scores, len(ids), indptr, grouped[lo:hi], False, vecs, item_emb, tau, ranks[lo:hi])
+        return indptr, grouped[lo:hi], False, vecs, item_emb, error_bounds(vecs, item_norm), ranks[lo:hi]
 
-    map_chunks(user_emb, item_emb, uniq, chunk, work,
-               lambda start, ids, vecs, scores: work(start, ids, vecs, scores, refine_ranks))
+    def work(start, ids, vecs, scores):
+        rank_rows(scores, 0, len(ids), *args(start, ids, vecs))
+
+    def work_parallel(start, ids, vecs, scores):
+        refine_ranks(scores, len(ids), *args(start, ids, vecs))
+
+    map_chunks(user_emb, item_emb, uniq, chunk, work, work_parallel)
     out = np.empty_like(ranks)
     out.reshape(len(users), per_row)[order] = ranks.reshape(len(users), per_row)
     return out.reshape(items.shape)

@@ -181,12 +181,19 @@ def test_report_cli_writes_markdown_and_pngs_and_prints_tables(two_runs, tmp_pat
     assert "member" not in md  # only recorded models appear
 
 
-def test_report_default_out_and_other_metric(two_runs, capsys):
+def test_report_default_out_other_metric_and_runs_without_finished_blocks(two_runs, tmp_path, capsys):
     ccd, ft = two_runs
-    assert run_report(["report", str(ft / "results.json"), str(ccd), "--metric", "ndcg@50"]) == 0
+    started = tmp_path / "started"
+    RunResults(6, "lwckd").save(started / "results.json")  # nothing finished yet, no stages
+    argv = ["report", str(ft / "results.json"), str(ccd), str(started), "--metric", "ndcg@50"]
+    assert run_report(argv) == 0
     out = ft / "report"
-    assert (out / "report.md").exists() and (out / "hmean_ndcg-50.png").read_bytes().startswith(PNG_MAGIC)
-    assert "N@50 H" in capsys.readouterr().out
+    assert (out / "hmean_ndcg-50.png").read_bytes().startswith(PNG_MAGIC)
+    assert not list(out.glob("run3_*.png"))
+    md = (out / "report.md").read_text()
+    assert "No finished block yet." in md and "No stage timings in this run." in md
+    printed = capsys.readouterr().out
+    assert "N@50 H" in printed and "0/6" in printed
 
 
 def test_same_method_twice_gets_distinct_labels(two_runs, tmp_path):
