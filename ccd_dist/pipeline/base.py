@@ -68,6 +68,18 @@ def load_member_models(run: RunDir, k: int, cfg: PipelineConfig) -> list:
     return [Recommender.load(run.stage(k, f"teacher/{s.name}") / "model.pt") for s in cfg.teacher.specs()]
 
 
+def new_user_metrics(ranker, stream, k: int) -> dict | None:
+    """Metrics on block k restricted to the users new in block k (None at k = 0)."""
+    from ..eval import EmbeddingRanker, evaluate_new_users_ranker
+
+    if k == 0 or len(stream.new_users(k)) == 0:
+        return None
+    if isinstance(ranker, Recommender):
+        users, items = ranker.representations()
+        ranker = EmbeddingRanker(users, items)
+    return {split: evaluate_new_users_ranker(ranker, stream, k, split=split) for split in ("valid", "test")}
+
+
 def ensemble_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, member_fps: list) -> tuple[TeacherLists, dict, str]:
     fp = fingerprint("ensemble", member_fps, cfg.teacher.list_size, cfg.teacher.top_users)
     path = run.stage(k, "ensemble")
@@ -83,10 +95,11 @@ def ensemble_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, member_fps:
         lists = build_rank_ensemble(members, block.train, cover=stream_cover(stream, k),
                                     list_size=cfg.teacher.list_size, n_top_users=cfg.teacher.top_users)
         evals = evaluate_teacher(lists, stream, k)
+        new_users = new_user_metrics(lists, stream, k)
         run.begin(k, "ensemble")
         lists.save(path / "lists.npz")
         atomic_write_json(path / "metrics.json", {
-            "valid": evals[k]["valid"], "test": evals[k]["test"], "per_block": evals,
+            "valid": evals[k]["valid"], "test": evals[k]["test"], "per_block": evals, "new_users": new_users,
             "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()})
         run.finish(k, "ensemble", fp, {"lists": "lists.npz"})
     return TeacherLists.load(path / "lists.npz"), json.loads((path / "metrics.json").read_text()), fp

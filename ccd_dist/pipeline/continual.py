@@ -27,7 +27,7 @@ from ..ranking import topk
 from ..resources import peak_rss_mb
 from ..training.static import block_evaluator
 from .artifacts import RunDir, fingerprint
-from .base import _say, ensemble_stage
+from .base import _say, ensemble_stage, new_user_metrics
 from .config import PipelineConfig, block_schedule
 
 
@@ -92,6 +92,7 @@ def student_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict)
     result.plasticity.save(path / "plasticity.pt")
     atomic_write_json(path / "metrics.json", {
         "student": evaluate_model(result.student, stream, k),
+        "new_users": new_user_metrics(result.student, stream, k),
         "stability": evaluate_model(result.stability, stream, k - 1),
         "plasticity": evaluate_model(result.plasticity, stream, k - 1),
         "distilled": evaluate_model(distilled, stream, k - 1),
