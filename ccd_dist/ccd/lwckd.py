@@ -406,7 +406,7 @@ class LWCKDTerm(nn.Module):
     def layer_terms(self, layer: int, present_users, present_items, users, items):
         """(UI, IU, UU, II, cluster) of one layer for batch before users / items (ids, compact)."""
         g, T = self.graphs, self.temperature
-        zero = present_users.sum() * 0.0
+        zero = torch.zeros((), dtype=present_users.dtype, device=present_users.device)
         ui = iu = uu = ii = zero
         n_users_p = present_users[self.user_ids_t]
         n_items_p = present_items[self.item_ids_t]

@@ -101,13 +101,15 @@ def replay_rows(train_k, users, items, value: float) -> sp.csr_matrix:
 def weighted_inputs(rows: sp.csr_matrix, users: np.ndarray, device):
     """L2-normalised weighted rows of `users` as (sparse COO [B, n_items], row pos, item ids, values)."""
     sub = rows[users]
+    sub.sum_duplicates()  # canonical: sorted, unique (row, item) pairs
     coo = sub.tocoo()
     norms = np.sqrt(np.asarray(sub.multiply(sub).sum(axis=1), dtype=np.float64).reshape(-1))
     vals = (coo.data / np.where(norms > 0, norms, 1.0)[coo.row]).astype(np.float32)
     r = torch.from_numpy(coo.row.astype(np.int64)).to(device)
     c = torch.from_numpy(coo.col.astype(np.int64)).to(device)
     v = torch.from_numpy(vals).to(device)
-    x = torch.sparse_coo_tensor(torch.stack([r, c]), v, (len(users), rows.shape[1])).coalesce()
+    x = torch.sparse_coo_tensor(torch.stack([r, c]), v, (len(users), rows.shape[1]),
+                                is_coalesced=True, check_invariants=False)  # rows of a canonical CSR
     return x, r, c, v
 
 

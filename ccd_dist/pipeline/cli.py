@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("--preset", choices=["synthetic", "yelp", "gowalla"],
                    help="hyper-parameter preset (default: synthetic without --data)")
     p.add_argument("--method", default="ccd", choices=["ccd"], help="method (default ccd)")
-    p.add_argument("--blocks", default="0", help="blocks to run, e.g. 0 or 0-5 (default 0)")
+    p.add_argument("--blocks", help="blocks to run, e.g. 0 or 0-5 (default: all blocks of the stream)")
     p.add_argument("--out", default="runs/ccd", help="run directory (default runs/ccd); rerun to resume")
     p.add_argument("--config", help="YAML file with config keys")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -42,7 +42,6 @@ def _run(args) -> int:
     from .base import format_base_table, run_base
     from .config import preset_config
 
-    blocks = parse_blocks(args.blocks)
     if args.data:
         stream = load_stream(args.data)
         data_fp = file_fingerprint(Path(args.data) / "interactions.parquet")
@@ -51,17 +50,24 @@ def _run(args) -> int:
         stream = make_synthetic_stream(seed=0)
         data_fp = fingerprint("synthetic-default", 0)
         preset = args.preset or "synthetic"
+    blocks = parse_blocks(args.blocks) if args.blocks else list(range(len(stream)))
     if blocks[-1] >= len(stream):
         raise InputError(f"--blocks {args.blocks}: the stream has blocks 0..{len(stream) - 1}", path="--blocks")
-    if blocks[-1] > 0:
-        raise InputError("the continual blocks (1..N) are not implemented yet; run --blocks 0", path="--blocks")
     cfg = preset_config(preset)
     if args.config:
         load_yaml(cfg, args.config)
     if args.executor:
         cfg.executor.kind = args.executor
     apply_overrides(cfg, args.overrides)
-    results = run_base(stream, cfg, args.out, data_fp, k=0)
-    print(format_base_table(results))
-    print(f"results: {Path(args.out) / 'base_results.json'}")
+    if blocks == [0]:
+        results = run_base(stream, cfg, args.out, data_fp, k=0)
+        print(format_base_table(results))
+        print(f"results: {Path(args.out) / 'base_results.json'}")
+        return 0
+    from ..eval.report import format_tables, load_runs
+    from .runner import run_pipeline
+
+    run_pipeline(stream, cfg, args.out, data_fp, blocks, method=args.method, data=args.data or "synthetic")
+    print(format_tables(load_runs([args.out]), "recall@20"))
+    print(f"results: {Path(args.out) / 'results.json'}  (ccd-dist report {args.out} for plots)")
     return 0

@@ -69,6 +69,11 @@ def _load(path) -> Recommender:
     return Recommender.load(path)
 
 
+def _load_optional(path):
+    """A proxy that this configuration does not keep (e.g. proxies switched off) is absent."""
+    return Recommender.load(path) if path.exists() else None
+
+
 def student_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict) -> str:
     from ..ccd.student_update import update_student
 
@@ -80,21 +85,22 @@ def student_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict)
     started = time.perf_counter()
     distilled = _load(run.stage(k - 1, "kd") / "model.pt")
     prev = run.stage(k - 1, "student_update")
-    stability = _load(prev / "stability.pt") if k >= 2 else None
-    plasticity = _load(prev / "plasticity.pt") if k >= 2 else None
+    stability = _load_optional(prev / "stability.pt") if k >= 2 else None
+    plasticity = _load_optional(prev / "plasticity.pt") if k >= 2 else None
     lists_prev = TeacherLists.load(run.stage(k - 1, "ensemble") / "lists.npz")
     block = stream[k]
     result = update_student(distilled, stability, plasticity, stream, k, lists_prev,
                             block_schedule(cfg, k).student, block_evaluator(block, "valid", 4096))
     path = run.begin(k, "student_update")
     result.student.save(path / "student.pt")
-    result.stability.save(path / "stability.pt")
-    result.plasticity.save(path / "plasticity.pt")
+    for name in ("stability", "plasticity"):
+        if getattr(result, name) is not None:
+            getattr(result, name).save(path / f"{name}.pt")
     atomic_write_json(path / "metrics.json", {
         "student": evaluate_model(result.student, stream, k),
         "new_users": new_user_metrics(result.student, stream, k),
-        "stability": evaluate_model(result.stability, stream, k - 1),
-        "plasticity": evaluate_model(result.plasticity, stream, k - 1),
+        "stability": evaluate_model(result.stability, stream, k - 1) if result.stability else None,
+        "plasticity": evaluate_model(result.plasticity, stream, k - 1) if result.plasticity else None,
         "distilled": evaluate_model(distilled, stream, k - 1),
         "epochs": result.fit_result.epochs_run, "best_epoch": result.fit_result.best_epoch,
         "replay_size": result.replay_size, "history": result.fit_result.history,
@@ -141,7 +147,8 @@ def kd_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict) -> str:
     started = time.perf_counter()
     block = stream[k]
     su = run.stage(k, "student_update")
-    side = [_load(su / "stability.pt"), _load(su / "plasticity.pt") if k >= 2 else None, _load(su / "student.pt")]
+    side = [_load_optional(su / "stability.pt"), _load_optional(su / "plasticity.pt") if k >= 2 else None,
+            _load(su / "student.pt")]
     exclude = exclusion_lists(side, block.train)
     lists = TeacherLists.load(run.stage(k, "ensemble") / "lists.npz")
     model = build_model(cfg.student.kind, block.n_users, block.n_items, cfg.student.dim,

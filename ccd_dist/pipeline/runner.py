@@ -49,8 +49,10 @@ def collect_results(stream, cfg: PipelineConfig, run: RunDir, blocks, method: st
             su = _read(run.stage(k, "student_update") / "metrics.json")
             results.add_evaluation("student", k, su["student"], new_users=su.get("new_users"))
             for proxy in ("stability", "plasticity"):
-                if su.get(proxy):
-                    results.add_evaluation(proxy, k, su[proxy])
+                # Proxies are block k-1 models: their row k has blocks 0..k-1 only.
+                for j, row in enumerate(su.get(proxy) or []):
+                    for split, metrics in row.items():
+                        results.model(proxy).record(k, j, split, metrics)
             results.add_stage(k, "student_update", su["seconds"], su.get("peak_rss_mb"))
         results.finish_block(k)
     return results
