@@ -54,5 +54,5 @@ def main(argv=None) -> int:
         return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m ccd_dist.cli
     sys.exit(main())
