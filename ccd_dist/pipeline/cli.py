@@ -11,7 +11,8 @@ def register(sub) -> None:
     p.add_argument("--data", help="store directory; default: the embedded synthetic stream")
     p.add_argument("--preset", choices=["synthetic", "yelp", "gowalla"],
                    help="hyper-parameter preset (default: synthetic without --data)")
-    p.add_argument("--method", default="ccd", choices=["ccd"], help="method (default ccd)")
+    p.add_argument("--method", default="ccd", help="ccd (default), ccd-no-replay, ccd-no-proxies, "
+                   "ccd-no-teacher-update, ft, lwckd or retrain")
     p.add_argument("--blocks", help="blocks to run, e.g. 0 or 0-5 (default: all blocks of the stream)")
     p.add_argument("--out", default="runs/ccd", help="run directory (default runs/ccd); rerun to resume")
     p.add_argument("--config", help="YAML file with config keys")
@@ -58,6 +59,9 @@ def _run(args) -> int:
         load_yaml(cfg, args.config)
     if args.executor:
         cfg.executor.kind = args.executor
+    from .methods import apply_method
+
+    apply_method(cfg, args.method)
     apply_overrides(cfg, args.overrides)
     if blocks == [0]:
         results = run_base(stream, cfg, args.out, data_fp, k=0)

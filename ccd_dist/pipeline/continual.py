@@ -114,7 +114,7 @@ def teacher_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict,
     specs = cfg.teacher.specs()
     schedule = block_schedule(cfg, k).teacher
     member_fps = {s.name: fingerprint("teacher_update", fps[(k - 1, f"teacher/{s.name}")],
-                                      fps[(k, "student_update")], fps[(k - 1, "ensemble")], to_dict(schedule))
+                                      fps.get((k, "student_update")), fps[(k - 1, "ensemble")], to_dict(schedule))
                   for s in specs}
     todo = [s for s in specs if not run.is_done(k, f"teacher/{s.name}", member_fps[s.name])]
     if todo:

@@ -12,7 +12,9 @@ from ..eval.run_results import RunResults
 from .artifacts import RunDir
 from .base import run_base
 from .config import PipelineConfig
-from .continual import run_block
+from .continual import run_block, teacher_update_stage
+from .base import ensemble_stage
+from .methods import STUDENT_BASELINES, student_baseline_stage
 from .pool import TeacherPool
 
 
@@ -29,7 +31,16 @@ def collect_results(stream, cfg: PipelineConfig, run: RunDir, blocks, method: st
     """Assemble results.json from the artifacts of the finished blocks."""
     results = RunResults(len(stream), method, preset=cfg.preset, data=data)
     names = [s.name for s in cfg.teacher.specs()]
+    baseline = method in STUDENT_BASELINES
     for k in blocks:
+        if baseline and k > 0:
+            name = f"student_{method}"
+            m = _read(run.stage(k, name) / "metrics.json")
+            results.add_evaluation("student", k, m["per_block"], new_users=m.get("new_users"))
+            results.add_stage(k, name, m["seconds"], m.get("peak_rss_mb"))
+            if method != "lwckd":
+                results.finish_block(k)
+                continue
         ens = _read(run.stage(k, "ensemble") / "metrics.json")
         results.add_evaluation("teacher", k, ens["per_block"], new_users=ens.get("new_users"))
         results.add_stage(k, "ensemble", ens["seconds"], ens.get("peak_rss_mb"))
@@ -37,6 +48,9 @@ def collect_results(stream, cfg: PipelineConfig, run: RunDir, blocks, method: st
             m = _read(run.stage(k, f"teacher/{name}") / "metrics.json")
             results.add_evaluation(f"member:{name}", k, m.get("per_block") or _single(m))
             results.add_stage(k, f"teacher/{name}", m["seconds"], m.get("peak_rss_mb"))
+        if baseline and k > 0:
+            results.finish_block(k)
+            continue
         kd = _read(run.stage(k, "kd") / "metrics.json")
         results.add_evaluation("distilled", k, kd.get("per_block") or _single(kd))
         results.add_stage(k, "kd", kd["seconds"], kd.get("peak_rss_mb"))
@@ -66,6 +80,12 @@ def run_pipeline(stream, cfg: PipelineConfig, run_root, data_fp: str, blocks, me
         run_base(stream, cfg, run_root, data_fp, k=0, pool=pool, fps=fps)
         collect_results(stream, cfg, run, [0], method, data).save(run.root / "results.json")
         for k in blocks[1:]:
-            run_block(stream, k, cfg, run, fps, pool)
+            if method in STUDENT_BASELINES:
+                if method == "lwckd":
+                    member_fps = teacher_update_stage(stream, k, cfg, run, fps, pool)
+                    _, _, fps[(k, "ensemble")] = ensemble_stage(stream, k, cfg, run, member_fps)
+                student_baseline_stage(stream, k, cfg, run, method, fps)
+            else:
+                run_block(stream, k, cfg, run, fps, pool)
             collect_results(stream, cfg, run, list(range(k + 1)), method, data).save(run.root / "results.json")
     return collect_results(stream, cfg, run, list(blocks), method, data)
