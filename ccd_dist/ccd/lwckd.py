@@ -131,7 +131,7 @@ def _degree_search(values: np.ndarray, n_rows: int) -> np.float32:
     return theta
 
 
-def cosine_graph(rows, chunk: int = 512) -> sp.csr_matrix:
+def cosine_graph(rows, chunk: int = 256) -> sp.csr_matrix:
     """Binary graph between the rows of a 0/1 matrix by thresholded cosine similarity (§6.3).
 
     Edge (a, b), a != b, iff float32(cos(row_a, row_b)) > theta, with theta the
@@ -175,7 +175,7 @@ class BeforeGraphs:
     ii: sp.csr_matrix  # compact [n_before_items, n_before_items], 0/1
 
     @classmethod
-    def from_train(cls, prev_train, chunk: int = 512) -> "BeforeGraphs":
+    def from_train(cls, prev_train, chunk: int = 256) -> "BeforeGraphs":
         if not sp.issparse(prev_train):
             raise InputError(f"prev_train must be a scipy sparse matrix, got {type(prev_train).__name__}",
                              where="prev_train")

@@ -226,13 +226,14 @@ def test_b3_piw_weights_apply_per_user():
     p = case["present"][0]
     p_u, p_i = p[: case["n_u1"]], p[case["n_u1"]:]
     g = case["graphs"]
-    r = case["prev"].toarray()
+    r, uu = case["prev"].toarray(), g.uu.toarray()
     upos = {u: j for j, u in enumerate(g.user_ids)}
-    rows_ui = np.array([(r[u, g.item_ids] * log_softmax(old_u[u] @ p_i[g.item_ids].T / T)).sum() / (r[u, g.item_ids].sum() + 1e-8)
-                        for u in u_ids])
-    uu = g.uu.toarray()
-    rows_uu = np.array([(uu[upos[u]] * log_softmax(old_u[u] @ p_u[g.user_ids].T / T)).sum()
-                        / (uu[upos[u]].sum() + 1e-8) for u in u_ids])
+
+    def row_term(u, neigh, weights):
+        return (weights * log_softmax(old_u[u] @ neigh.T / T)).sum() / (weights.sum() + 1e-8)
+
+    rows_ui = np.array([row_term(u, p_i[g.item_ids], r[u, g.item_ids]) for u in u_ids])
+    rows_uu = np.array([row_term(u, p_u[g.user_ids], uu[upos[u]]) for u in u_ids])
     assert fixed["lwckd_ui"] == pytest.approx(-(rows_ui * w).mean(), rel=1e-4)
     assert fixed["lwckd_uu"] == pytest.approx(-(rows_uu * w).mean(), rel=1e-4)
     assert abs(fixed["lwckd_ui"] - plain["lwckd_ui"]) > 1e-3
@@ -240,8 +241,8 @@ def test_b3_piw_weights_apply_per_user():
     assert noop["lwckd_ui"] == pytest.approx(plain["lwckd_ui"], rel=1e-5)
     assert noop["lwckd_uu"] == pytest.approx(plain["lwckd_uu"], rel=1e-5)
     assert noop["lwckd_iu"] == pytest.approx(fixed["lwckd_iu"], rel=1e-6)  # IU / II never weighted
-    assert float(loss_fixed.detach()) != pytest.approx(float(sum(plain[f"lwckd_{k}"] for k in ("ui", "iu", "uu", "ii"))),
-                                              rel=1e-4)
+    plain_total = sum(plain[f"lwckd_{k}"] for k in ("ui", "iu", "uu", "ii"))
+    assert float(loss_fixed.detach()) != pytest.approx(plain_total, rel=1e-4)
 
 
 # ----------------------------------------------------------------------------- cluster loss

@@ -10,7 +10,7 @@ FAST = ["--set", "teacher.members=bpr-8-0,lightgcn-8-1-2", "--set", "teacher.tra
         "--set", "teacher.train.batch_size=256", "--set", "kd.epochs=2", "--set", "kd.eval_every=1",
         "--set", "kd.n_uninteresting_items=30", "--set", "kd.n_uninteresting_users=30",
         "--set", "plain.epochs=2", "--set", "plain.eval_every=1", "--set", "student.dim=4",
-        "--executor", "local"]
+        "--executor", "local", "--blocks", "0"]
 
 
 @pytest.fixture(scope="module")
