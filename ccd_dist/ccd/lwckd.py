@@ -47,7 +47,9 @@ nu = n_present_items - 1, target P = Q^2 / (cluster frequency), row-normalised
 and detached, loss KL(P || Q) averaged over items ("batchmean"); only the
 centres learn from it. Q is computed in log space (a softmax over clusters of
 -(nu+1)/2 log(1 + d^2/nu)), so far-away points cannot underflow to 0/0 as in
-the reference; otherwise identical.
+the reference, and P's rows are normalised exactly (the reference's 1e-8 in
+that denominator leaves them summing to slightly less than 1, which makes the
+"KL" slightly negative near a uniform assignment); otherwise identical.
 
 LightGCN: every term is computed on layer outputs 0..L-1 (old outputs on the
 old graph, present outputs on the block-k graph, with gradients) and averaged
@@ -338,7 +340,7 @@ def dec_cluster_loss(items, centres, nu: float):
     q = log_q.exp()
     with torch.no_grad():
         p = q * q / (q.sum(0, keepdim=True) + LOG_EPS)
-        p = p / (p.sum(1, keepdim=True) + LOG_EPS)
+        p = p / p.sum(1, keepdim=True)  # > 0: every row has a q >= 1 / n_clusters
     return torch.nn.functional.kl_div(log_q, p, reduction="batchmean")
 
 

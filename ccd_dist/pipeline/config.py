@@ -132,8 +132,10 @@ def preset_config(preset: str) -> PipelineConfig:
         cfg.kd = KDConfig(n_uninteresting_items=10000, n_uninteresting_users=11500)
     else:  # synthetic: sized for minutes on 2 cores
         cfg.student = ModelConfig(kind="lightgcn", dim=8, layers=2)
-        cfg.teacher.train = dataclasses.replace(cfg.teacher.train, epochs=20, batch_size=512, eval_every=5, patience=2)
-        cfg.kd = KDConfig(n_uninteresting_items=300, n_uninteresting_users=300, epochs=10)
+        cfg.teacher.train = dataclasses.replace(cfg.teacher.train, epochs=10, batch_size=1024, eval_every=3,
+                                                patience=2)
+        cfg.kd = KDConfig(n_uninteresting_items=300, n_uninteresting_users=300, epochs=5, eval_every=2)
+        cfg.plain = dataclasses.replace(cfg.plain, epochs=5, eval_every=2)
         cfg.student_update = StudentUpdateConfig(epochs=5, eval_every=2)
         cfg.teacher_update = TeacherUpdateConfig(epochs=5, eval_every=2)
     return cfg

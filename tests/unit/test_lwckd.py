@@ -257,7 +257,7 @@ def test_dec_cluster_loss_matches_the_student_t_formula():
     p /= p.sum(1, keepdims=True)
     want = (p * (np.log(p) - np.log(q))).sum() / len(z)
     got = dec_cluster_loss(torch.tensor(z), torch.tensor(mu), nu)
-    assert float(got) == pytest.approx(want, rel=1e-5)  # the 1e-8 guards of P
+    assert float(got) == pytest.approx(want, rel=1e-7)  # (the 1e-8 guard of the cluster frequency)
 
 
 @pytest.mark.parametrize("kind", ["bpr", "lightgcn"])
