@@ -119,6 +119,7 @@ class MemberWorker:
         else:
             from .teacher_update import update_teacher_member as update
         evaluate = block_evaluator(stream[k], "valid", 4096)
+        cfg = dataclasses.replace(cfg, seed=self.spec.seed)  # each member draws its own samples, as §2.4 seeds
         self.model, result = update(self.model, self.spec.kind, stream, k, side, lists_prev, cfg, evaluate,
                                     log=_jsonl_logger(log_path))
         self.block = k

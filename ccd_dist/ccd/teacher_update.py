@@ -35,7 +35,9 @@ student updated on block k), and E_{k-1} as ``TeacherLists``.
 
 Evaluation and selection are the loop's (valid Recall@20 of block k after
 epoch 1, every ``eval_every`` epochs and after the last; patience in
-evaluations; B7). The member passed in is not modified; a member of the wrong
+evaluations; B7). ``epochs = 0`` only grows the member (the "without teacher
+update" ablation still needs block k's size for the ensemble). The member
+passed in is not modified; a member of the wrong
 size is an error (never a silent random start, B9). Mult-VAE members go
 through ``vae_update.update_vae_member`` (same signature; this function
 dispatches there for ``spec_kind="vae"``).
@@ -219,6 +221,13 @@ def active_items(block) -> np.ndarray:
     return np.flatnonzero(np.bincount(block.train.indices, minlength=block.n_items)).astype(np.int64)
 
 
+def grown_only(model, block, cfg: TeacherUpdateConfig) -> tuple:
+    """``epochs = 0`` ("CCD without teacher update"): a copy grown to block k, nothing trained."""
+    teacher = copy.deepcopy(model)
+    grow_with_init(teacher, block.train, block.n_users, block.n_items, cfg.init_topk, cfg.random_init)
+    return teacher.eval(), FitResult(epochs_run=0)
+
+
 # ----------------------------------------------------------------------------- the update
 def update_teacher_member(model, spec_kind: str, stream, k: int, student_side: dict, teacher_lists_prev,
                           cfg: TeacherUpdateConfig, evaluate, *, before_graphs: BeforeGraphs | None = None,
@@ -234,6 +243,8 @@ def update_teacher_member(model, spec_kind: str, stream, k: int, student_side: d
                                  log=log)
     check_member(model, spec_kind, stream, k, ("bpr", "lightgcn"))
     prev, block = stream[k - 1], stream[k]
+    if cfg.epochs <= 0:
+        return grown_only(model, block, cfg)
     sources = side_sources(student_side, cfg, k)
     _check_side(sources, stream, k)
 

@@ -55,6 +55,7 @@ from .teacher_update import (
     TeacherUpdateConfig,
     _check_side,
     check_member,
+    grown_only,
     make_teacher_sampler,
     resample_rule,
     side_sources,
@@ -205,6 +206,8 @@ def update_vae_member(model, spec_kind: str, stream, k: int, student_side: dict,
     """
     check_member(model, spec_kind, stream, k, ("vae",))
     prev, block = stream[k - 1], stream[k]
+    if cfg.epochs <= 0:
+        return grown_only(model, block, cfg)
     sources = side_sources(student_side, cfg, k)
     _check_side(sources, stream, k)
 

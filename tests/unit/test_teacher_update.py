@@ -62,7 +62,7 @@ def recall(model, block, split="test"):
 
 
 @pytest.mark.parametrize("kind", ["bpr", "lightgcn", "vae"])
-def test_update_learns_block_1_and_keeps_block_0(stream, side, kind, capsys):
+def test_update_learns_block_1_and_keeps_block_0(stream, side, kind):
     torch.set_num_threads(1)
     b0, b1 = stream[0], stream[1]
     member, lists = base_member(stream, kind)
@@ -84,9 +84,8 @@ def test_update_learns_block_1_and_keeps_block_0(stream, side, kind, capsys):
     fit(tuned, b1.train, UPDATE.train_config(), block_evaluator(b1, "valid", 64))
     numbers = {"base": (recall(member, b0), float("nan"))}
     numbers.update({name: (recall(m, b0), recall(m, b1)) for name, m in (("updated", updated), ("finetuned", tuned))})
-    with capsys.disabled():
-        print(f"\n{kind}: test recall@20 (block 0, block 1): " +
-              ", ".join(f"{n} {a:.3f}/{b:.3f}" for n, (a, b) in numbers.items()))
+    print(f"{kind}: test recall@20 (block 0, block 1): " +  # shown with -s
+          ", ".join(f"{n} {a:.3f}/{b:.3f}" for n, (a, b) in numbers.items()))
     assert numbers["updated"][0] > numbers["finetuned"][0] - 0.1  # not far worse than fine-tuning on old data
 
 
@@ -177,3 +176,16 @@ def test_vae_retention_is_the_kl_on_common_items():
     assert got == pytest.approx((kl0 + kl2) / 2, rel=1e-5)
     assert all(not p.requires_grad or p.grad is None for p in before.parameters())
     assert not any(n.startswith("_before") for n, _ in wrapper.named_parameters())
+
+
+@pytest.mark.parametrize("kind", ["bpr", "vae"])
+def test_zero_epochs_only_grows_the_member(stream, kind):
+    """The "without teacher update" ablation: block-1 size, old rows unchanged, nothing trained."""
+    b0, b1 = stream[0], stream[1]
+    member = build_model(kind, b0.n_users, b0.n_items, 8, seed=0).set_interactions(b0.train)
+    cfg = dataclasses.replace(UPDATE, epochs=0)
+    grown, result = update_teacher_member(member, kind, stream, 1, {}, None, cfg, None)
+    assert (grown.n_users, grown.n_items) == (b1.n_users, b1.n_items) and result.epochs_run == 0
+    old_items = member.representations()[1].numpy()
+    np.testing.assert_array_equal(grown.representations()[1].numpy()[: b0.n_items], old_items)
+    assert (grown.interactions != b1.train).nnz == 0
