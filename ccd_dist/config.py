@@ -37,6 +37,10 @@ class TrainConfig:
     select_metric: str = "recall@20"  # on the valid split of the trained block
     eval_chunk: int = 4096
 
+    def train_config(self) -> "TrainConfig":
+        """Just the optimisation settings (stage configs extend this class with their own keys)."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
+
 
 @dataclass
 class TrainJobConfig:

@@ -52,19 +52,17 @@ LOG_EPS = 1e-8
 
 
 @dataclass
-class KDConfig:
+class KDConfig(TrainConfig):
     """Stage-1 hyper-parameters; defaults from ``Run/KD.py`` / ``run.sh`` (Gowalla samples)."""
 
+    # Optimisation keys (lr, weight_decay, batch_size, ...) come from TrainConfig;
+    # these are this stage's defaults for them.
     lr: float = 5e-3
-    weight_decay: float = 1e-4
     batch_size: int = 1024
-    negatives: int = 1
     epochs: int = 10
     eval_every: int = 5
     patience: int = 2
-    seed: int = 0
-    loss_reduction: str = "sum"
-    select_metric: str = "recall@20"
+
     urrd_lambda: float = 0.01
     ir_lambda: float = 0.01
     n_interesting: int = 40
@@ -72,13 +70,6 @@ class KDConfig:
     n_uninteresting_users: int = 19500  # nuu; Yelp 11500
     resample_every: int = 10
     ir_batch_size: int = 1024
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size, negatives=self.negatives,
-            epochs=self.epochs, eval_every=self.eval_every, patience=self.patience, seed=self.seed,
-            loss_reduction=self.loss_reduction, select_metric=self.select_metric,
-        )
 
 
 def _plackett_luce(s1, exp_sum2, s1_valid=None) -> torch.Tensor:

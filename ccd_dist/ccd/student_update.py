@@ -71,19 +71,15 @@ REFERENCES = ("distilled", "current")
 
 
 @dataclass
-class StudentUpdateConfig:
+class StudentUpdateConfig(TrainConfig):
     """Stage-2 hyper-parameters; defaults from ``Run/S_update.py`` (§7.1); per-block values in §7.2."""
 
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 2048
-    negatives: int = 1
+    # Optimisation keys (lr, weight_decay, batch_size, ...) come from TrainConfig;
+    # these are this stage's defaults for them.
     epochs: int = 10
     eval_every: int = 5
     patience: int = 2
-    seed: int = 0
-    loss_reduction: str = "sum"
-    select_metric: str = "recall@20"
+
     replay: bool = True  # --rl
     use_stability: bool = True  # --US
     use_plasticity: bool = True  # --UP
@@ -101,13 +97,6 @@ class StudentUpdateConfig:
     random_init: bool = False
     replay_reference: str = "distilled"  # distilled (fidelity, B6) | current
     resample_after_eval: bool = True
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size, negatives=self.negatives,
-            epochs=self.epochs, eval_every=self.eval_every, patience=self.patience, seed=self.seed,
-            loss_reduction=self.loss_reduction, select_metric=self.select_metric,
-        )
 
 
 def finetune_config(**overrides) -> StudentUpdateConfig:

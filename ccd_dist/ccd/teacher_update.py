@@ -67,19 +67,15 @@ SIDE_KEYS = ("stability", "plasticity", "student")
 
 
 @dataclass
-class TeacherUpdateConfig:
+class TeacherUpdateConfig(TrainConfig):
     """Stage-3 hyper-parameters; defaults from ``Run/T_update.py`` (§7.1); per-block values in §7.2."""
 
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 2048
-    negatives: int = 1
+    # Optimisation keys (lr, weight_decay, batch_size, ...) come from TrainConfig;
+    # these are this stage's defaults for them.
     epochs: int = 10
     eval_every: int = 5
     patience: int = 2
-    seed: int = 0
-    loss_reduction: str = "sum"
-    select_metric: str = "recall@20"
+
     temperature: float = 5.0  # --T: LWC-KD softmax temperature and the replay annealing
     n_clusters: int = 10  # --nc
     lwckd_lambda: float = 0.01
@@ -104,13 +100,6 @@ class TeacherUpdateConfig:
     random_init: bool = False
     vae_replay_value: float = 0.1  # VAE_replay_learning_value
     kl_lambda: float = 1.0
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size, negatives=self.negatives,
-            epochs=self.epochs, eval_every=self.eval_every, patience=self.patience, seed=self.seed,
-            loss_reduction=self.loss_reduction, select_metric=self.select_metric,
-        )
 
 
 # ----------------------------------------------------------------------------- student side

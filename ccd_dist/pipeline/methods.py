@@ -120,5 +120,4 @@ def _read_test(path) -> float:
 
 def _train_fields(su) -> dict:
     """The optimisation settings of the student update, shared by every student baseline."""
-    return {f: getattr(su, f) for f in ("lr", "weight_decay", "batch_size", "negatives", "epochs", "eval_every",
-                                        "patience", "seed")}
+    return dataclasses.asdict(su.train_config())
