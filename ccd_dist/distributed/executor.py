@@ -14,15 +14,20 @@ from dataclasses import dataclass
 
 @dataclass
 class WorkerResources:
+    """What a worker reserves for its whole life (cpus, gpus) and the threads it computes with."""
+
     cpus: float = 1.0
     gpus: float = 0.0
+    threads: int = 1
 
 
-def _pin_threads(cpus: float) -> None:
+def _pin_threads(threads: int) -> None:
+    import numba
     import torch
 
-    threads = max(1, int(cpus))
+    threads = max(1, int(threads))
     torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
 class _LocalHandle:
@@ -43,6 +48,10 @@ class InProcessExecutor:
     def __init__(self, threads: int | None = None):
         self.threads = threads or os.cpu_count() or 1
 
+    def capacity(self) -> tuple[float, float]:
+        """(CPUs, GPUs) available to workers."""
+        return float(self.threads), 0.0
+
     def start(self, cls, *args, resources: WorkerResources | None = None, **kwargs):
         _pin_threads(self.threads)
         return _LocalHandle(cls(*args, **kwargs))
@@ -55,7 +64,7 @@ class InProcessExecutor:
         """`calls` = [(handle, method, args, kwargs)]; results in order."""
         return [h.call(m, *a, **kw) for h, m, a, kw in calls]
 
-    def as_completed(self, calls):
+    def as_completed(self, calls, max_in_flight: int | None = None):
         """Yield (index, result) for each call as it finishes (here: in order)."""
         for index, (h, m, a, kw) in enumerate(calls):
             yield index, h.call(m, *a, **kw)
@@ -70,8 +79,8 @@ class InProcessExecutor:
 class _ActorHost:
     """Ray actor body: hosts one worker object and forwards method calls."""
 
-    def __init__(self, cls, cpus, args, kwargs):
-        _pin_threads(cpus)
+    def __init__(self, cls, threads, args, kwargs):
+        _pin_threads(threads)
         self.obj = cls(*args, **kwargs)
 
     def call(self, method, args, kwargs):
@@ -107,10 +116,13 @@ class RayExecutor:
                 self._started_here = True
         self._actor_cls = ray.remote(_ActorHost)
 
+    def capacity(self) -> tuple[float, float]:
+        total = self._ray.cluster_resources()
+        return float(total.get("CPU", 1.0)), float(total.get("GPU", 0.0))
+
     def start(self, cls, *args, resources: WorkerResources | None = None, **kwargs):
         res = resources or WorkerResources()
-        actor = self._actor_cls.options(num_cpus=res.cpus, num_gpus=res.gpus).remote(cls, res.cpus, args, kwargs)
-        return actor
+        return self._actor_cls.options(num_cpus=res.cpus, num_gpus=res.gpus).remote(cls, res.threads, args, kwargs)
 
     def call_each(self, calls) -> list:
         refs = [h.call.remote(m, list(a), kw) for h, m, a, kw in calls]
@@ -119,13 +131,21 @@ class RayExecutor:
     def call_all(self, handles, method: str, *args, **kwargs) -> list:
         return self.call_each([(h, method, args, kwargs) for h in handles])
 
-    def as_completed(self, calls):
+    def as_completed(self, calls, max_in_flight: int | None = None):
         """Yield (index, result) for each call as soon as it finishes, so the
-        caller can save a finished member while the others still train."""
-        refs = [h.call.remote(m, list(a), kw) for h, m, a, kw in calls]
-        index_of = {ref: i for i, ref in enumerate(refs)}
-        pending = list(refs)
-        while pending:
+        caller can save a finished member while the others still train.
+
+        At most `max_in_flight` calls run at once; the rest wait their turn.
+        """
+        limit = max_in_flight or len(calls)
+        queue = list(enumerate(calls))
+        index_of, pending = {}, []
+        while queue or pending:
+            while queue and len(pending) < limit:
+                index, (h, m, a, kw) = queue.pop(0)
+                ref = h.call.remote(m, list(a), kw)
+                index_of[ref] = index
+                pending.append(ref)
             done, pending = self._ray.wait(pending, num_returns=1)
             for ref in done:
                 yield index_of[ref], self._ray.get(ref)

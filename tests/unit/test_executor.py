@@ -39,12 +39,30 @@ def test_unknown_executor_is_an_error():
         make_executor("spark")
 
 
+def _pool_train(kind, block):
+    from ccd_dist.pipeline.config import preset_config
+    from ccd_dist.pipeline.pool import TeacherPool
+
+    cfg = preset_config("synthetic")
+    cfg.teacher.members = ["bpr-8-0", "vae-8-2", "lightgcn-8-1-2"]  # more members than the 2 CPUs
+    cfg.executor.kind = kind
+    train_cfg = base_teacher_config(epochs=2, batch_size=256, eval_every=1)
+    with TeacherPool(cfg) as pool:
+        ref = pool.put(block)
+        calls = [(name, "train_base", (ref, train_cfg), {}) for name in ("bpr_0", "vae_2", "lightgcn_1")]
+        metrics = dict(pool.run(calls))
+        reps = {name: pool.call(name, "representations") for name in metrics}
+    return metrics, reps
+
+
 @pytest.mark.ray
-def test_ray_actors_match_in_process(block, ray_session):
-    specs = [MemberSpec("bpr", 8, 0), MemberSpec("vae", 8, 2)]
-    local_metrics, local_reps = _train(InProcessExecutor(threads=1), block, specs)
-    ray_metrics, ray_reps = _train(ray_session, block, specs)
-    for a, b in zip(local_reps, ray_reps):
-        np.testing.assert_array_equal(a[0], b[0])
-        np.testing.assert_array_equal(a[1], b[1])
-    assert [m["test"] for m in local_metrics] == [m["test"] for m in ray_metrics]
+def test_ray_actors_match_in_process_with_more_members_than_cpus(block, ray_session):
+    """Regression: actors that each held a whole CPU for life left the third member
+    unschedulable on a 2-CPU Ray, and the run waited forever."""
+    local_metrics, local_reps = _pool_train("local", block)
+    ray_metrics, ray_reps = _pool_train("ray", block)
+    assert set(ray_metrics) == {"bpr_0", "vae_2", "lightgcn_1"}
+    for name in local_reps:
+        np.testing.assert_array_equal(local_reps[name][0], ray_reps[name][0])
+        np.testing.assert_array_equal(local_reps[name][1], ray_reps[name][1])
+        assert local_metrics[name]["test"] == ray_metrics[name]["test"]
