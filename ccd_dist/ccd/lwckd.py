@@ -80,6 +80,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..models.graph import binary_csr
 
 THRESHOLD_MIN = 0.1 + 1e-4
 THRESHOLD_MAX = 0.9 - 1e-4
@@ -93,12 +94,8 @@ SCORE_BUDGET = 1 << 23  # floats per score chunk in RowLogSumExp (32 MB)
 
 # ----------------------------------------------------------------------------- graphs
 def _binary(mat) -> sp.csr_matrix:
-    out = sp.csr_matrix(mat, dtype=np.float64, copy=True)
-    out.sum_duplicates()
-    out.eliminate_zeros()
-    out.data[:] = 1.0
-    out.sort_indices()
-    return out
+    """0/1 CSR in float64 (cosine similarities are accumulated in double precision)."""
+    return binary_csr(mat).astype(np.float64)
 
 
 def _similarity_chunks(rows: sp.csr_matrix, chunk: int):

@@ -61,6 +61,7 @@ from .. import ranking
 from ..config import TrainConfig
 from ..errors import InputError
 from ..training.batches import epoch_seed
+from ..models.base import numpy_representations as _reps
 from ..training.loop import FitResult, fit
 from .growth import grow_with_init
 from .interesting import lists_to_csr, union
@@ -113,11 +114,6 @@ class StudentUpdateResult:
     plasticity: object  # P likewise
     fit_result: FitResult
     replay_size: int  # triples in the first replay set (0 without replay)
-
-
-def _reps(model):
-    users, items = model.representations()
-    return users.detach().cpu().numpy(), items.detach().cpu().numpy()
 
 
 def _top_csr(reps, n: int, shape) -> object:

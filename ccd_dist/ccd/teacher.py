@@ -133,8 +133,9 @@ class MemberWorker:
         }
 
     def representations(self) -> tuple[np.ndarray, np.ndarray]:
-        users, items = self.model.representations()
-        return users.detach().cpu().numpy(), items.detach().cpu().numpy()
+        from ..models.base import numpy_representations
+
+        return numpy_representations(self.model)
 
     def save(self, directory, metrics: dict | None = None) -> None:
         directory = Path(directory)

@@ -57,6 +57,7 @@ from .. import ranking
 from ..config import TrainConfig
 from ..errors import InputError
 from ..training.batches import epoch_seed
+from ..models.base import numpy_representations as _reps
 from ..training.loop import FitResult, fit
 from .growth import grow_with_init
 from .interesting import lists_to_csr, union
@@ -103,11 +104,6 @@ class TeacherUpdateConfig(TrainConfig):
 
 
 # ----------------------------------------------------------------------------- student side
-def _reps(model):
-    users, items = model.representations()
-    return users.detach().cpu().numpy(), items.detach().cpu().numpy()
-
-
 def side_sources(student_side: dict, cfg: TeacherUpdateConfig, k: int) -> list:
     """[(name, model, n_samples, filtered)] of the student side that the teacher uses (§6.1, §5.4 rule)."""
     side = dict(student_side or {})

@@ -48,6 +48,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ..models.graph import binary_csr
 from ..models.vae import kl_weight
 from ..training.loop import FitResult, fit
 from .growth import grow_with_init
@@ -62,22 +63,11 @@ from .teacher_update import (
 )
 
 
-def _binary(mat, shape=None) -> sp.csr_matrix:
-    out = sp.csr_matrix(mat, dtype=np.float32, copy=True)
-    if shape is not None and out.shape != tuple(shape):
-        out.resize(shape)
-    out.sum_duplicates()
-    out.eliminate_zeros()
-    out.data[:] = 1.0
-    out.sort_indices()
-    return out
-
-
 def common_interactions(prev_train, block) -> sp.csr_matrix:
     """Block k-1 train pairs (U_{k-1} x I_{k-1}) whose user or item is active in block k (any split)."""
-    r = _binary(prev_train)
+    r = binary_csr(prev_train)
     n_users, n_items = r.shape
-    seen = _binary(block.train + block.valid + block.test)
+    seen = binary_csr(block.train + block.valid + block.test)
     active_u = np.diff(seen.indptr)[:n_users] > 0
     active_i = np.bincount(seen.indices, minlength=seen.shape[1])[:n_items] > 0
     coo = r.tocoo()
@@ -89,7 +79,7 @@ def common_interactions(prev_train, block) -> sp.csr_matrix:
 
 def replay_rows(train_k, users, items, value: float) -> sp.csr_matrix:
     """Block k's 0/1 train rows with every replay pair set to max(R_ui, value)."""
-    r = _binary(train_k)
+    r = binary_csr(train_k)
     replay = sp.csr_matrix((np.full(len(users), float(value), np.float32), (np.asarray(users), np.asarray(items))),
                            shape=r.shape)
     replay.sum_duplicates()
@@ -234,8 +224,8 @@ def update_vae_member(model, spec_kind: str, stream, k: int, student_side: dict,
     if sampler is not None:
         draw()
     else:
-        wrapper.set_rows(_binary(block.train))
-    train_pattern = _binary(wrapper.rows)
+        wrapper.set_rows(binary_csr(block.train))
+    train_pattern = binary_csr(wrapper.rows)
 
     def marker(_model, _optimizer, epoch: int) -> dict:
         state["epoch"] = epoch

@@ -243,3 +243,9 @@ class Recommender(nn.Module):
                 raise InputError(f"stored interactions are malformed: {exc}", path=path, where="interactions") from exc
             model.set_interactions(train)
         return model.to(map_location)
+
+
+def numpy_representations(model) -> tuple:
+    """`model.representations()` as float32 numpy arrays (what the ranking engine takes)."""
+    users, items = model.representations()
+    return users.detach().cpu().numpy(), items.detach().cpu().numpy()
