@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set student.dim=16 (repeatable)")
     p.add_argument("--executor", choices=["auto", "ray", "local"], help="where teacher members train")
+    p.add_argument("--base-from", metavar="RUN_DIR",
+                   help="reuse the D0 stage of another run (copied; stages whose fingerprint differs rerun)")
     p.set_defaults(func=_run)
 
 
@@ -63,6 +65,8 @@ def _run(args) -> int:
 
     apply_method(cfg, args.method)
     apply_overrides(cfg, args.overrides)
+    if args.base_from:
+        copy_base(Path(args.base_from), Path(args.out))
     if blocks == [0]:
         results = run_base(stream, cfg, args.out, data_fp, k=0)
         print(format_base_table(results))
@@ -75,3 +79,24 @@ def _run(args) -> int:
     print(format_tables(load_runs([args.out]), "recall@20"))
     print(f"results: {Path(args.out) / 'results.json'}  (ccd-dist report {args.out} for plots)")
     return 0
+
+
+def copy_base(source: Path, out: Path) -> None:
+    """Seed a run with another run's block-0 artifacts (teacher members, ensemble, KD).
+
+    Methods compared on one stream share the same base stage; copying it saves
+    retraining the teacher. Fingerprints still decide: a stage whose config
+    differs from the source run's is recomputed.
+    """
+    import shutil
+
+    src = source / "block_0"
+    if not src.is_dir():
+        raise InputError("no block_0 folder to reuse", path=source)
+    if (out / "block_0").exists():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".block_0.copy"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    tmp.rename(out / "block_0")

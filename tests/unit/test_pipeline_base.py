@@ -57,3 +57,15 @@ def test_run_rejects_bad_arguments(store, tmp_path, capsys):
     assert main(["run", "--data", str(store), "--out", str(tmp_path / "r"), "--set", "kd.lrr=1"]) == 2
     assert "kd.lr" in capsys.readouterr().err
     assert main(["run", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+
+
+def test_base_from_reuses_the_base_stage(store, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["run", "--data", str(store), "--out", str(first), *FAST]) == 0
+    capsys.readouterr()
+    second = tmp_path / "second"
+    assert main(["run", "--data", str(store), "--out", str(second), "--base-from", str(first), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "training" not in out and "rank ensemble" not in out
+    assert json.loads((second / "base_results.json").read_text())["kd_student"]["test"] == \
+        json.loads((first / "base_results.json").read_text())["kd_student"]["test"]
