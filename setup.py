@@ -28,7 +28,6 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir={"ccd_dist": "ccd_dist", "ccd_dist.kernels": "kernels"},
-    package_data={"ccd_dist": ["configs/*.yaml"]},
     install_requires=[
         "torch==2.13.0",
         "ray[default,train,tune]>=2.40",
