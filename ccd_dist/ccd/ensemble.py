@@ -43,6 +43,7 @@ import scipy.sparse as sp
 
 from ..errors import InputError
 from ..io import atomic_write_bytes
+from ..ranking._inputs import as_matrix
 from ..kernels.fullrank import (
     CanonicalScorer,
     ColumnTopK,
@@ -77,17 +78,6 @@ def member_from_model(name: str, model) -> Member:
     """A Member from any ``ccd_dist.models`` recommender (its ``representations()``)."""
     users, items = model.representations()
     return Member(name, users, items)
-
-
-def _as_f32(x, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().float().numpy()
-    arr = np.ascontiguousarray(np.asarray(x), dtype=np.float32)
-    if arr.ndim != 2:
-        raise InputError(f"expected a 2-D [rows, dim] array, got shape {arr.shape}", where=name)
-    if not np.isfinite(arr).all():
-        raise InputError("representations must be finite (found NaN or inf)", where=name)
-    return arr
 
 
 def _binary_csr(mat, shape, name: str) -> sp.csr_matrix:
@@ -307,8 +297,8 @@ def build_rank_ensemble(
     train = _binary_csr(train, (n_users, n_items), "train")
     tables = []
     for m in members:
-        users = _as_f32(m.user_repr, f"{m.name}.user_repr")
-        items = _as_f32(m.item_repr, f"{m.name}.item_repr")
+        users = as_matrix(m.user_repr, f"{m.name}.user_repr")
+        items = as_matrix(m.item_repr, f"{m.name}.item_repr")
         if users.shape[0] < n_users or items.shape[0] < n_items:
             raise InputError(
                 f"member {m.name!r} has {users.shape[0]} user and {items.shape[0]} item rows, the block needs "

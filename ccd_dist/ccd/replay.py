@@ -43,6 +43,7 @@ from numba import njit, prange
 from scipy.special import expit
 
 from .. import ranking
+from ..ranking._inputs import as_matrix
 from ..errors import InputError
 from ..kernels._rng import seed_key, sub_key
 from ..training.batches import epoch_seed, iter_batches
@@ -71,15 +72,6 @@ def _gumbel_top(users, cand, ref_rank, eps, m, key, out_pos, out_count):
         out_count[r] = take
         for t in range(take):
             out_pos[r, t] = chosen[t]
-
-
-def _f32(x, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().float().numpy()
-    arr = np.ascontiguousarray(np.asarray(x), dtype=np.float32)
-    if arr.ndim != 2:
-        raise InputError(f"expected a 2-D [rows, dim] array, got shape {arr.shape}", where=name)
-    return arr
 
 
 def _log_partition(user_emb, item_emb, users) -> np.ndarray:
@@ -129,8 +121,8 @@ def sample_replay(source_user, source_item, reference_user, reference_item, user
         raise InputError(f"absolute and n_samples must be >= 0, got {absolute}, {n_samples}", where="replay")
     if not callable(label) and label not in LABELS:
         raise InputError(f"label must be one of {LABELS} or a callable, got {label!r}", where="label")
-    src_u, src_i = _f32(source_user, "source_user"), _f32(source_item, "source_item")
-    ref_u, ref_i = _f32(reference_user, "reference_user"), _f32(reference_item, "reference_item")
+    src_u, src_i = as_matrix(source_user, "source_user"), as_matrix(source_item, "source_item")
+    ref_u, ref_i = as_matrix(reference_user, "reference_user"), as_matrix(reference_item, "reference_item")
     if ref_i.shape[0] < src_i.shape[0]:
         raise InputError(f"the reference has {ref_i.shape[0]} items, fewer than the source's {src_i.shape[0]}",
                          where="reference_item")
