@@ -171,19 +171,10 @@ def pair_logits(model, users, items) -> torch.Tensor:
     Propagated embeddings for LightGCN (only the pairs' L-hop frontier), raw
     rows for BPR-MF: the logits the reference feeds to BCE-with-logits.
     """
-    users = np.asarray(users.cpu() if hasattr(users, "cpu") else users, dtype=np.int64)
-    items = np.asarray(items.cpu() if hasattr(items, "cpu") else items, dtype=np.int64)
-    if model.kind == "lightgcn":
-        out, inv = model._propagate_nodes(np.concatenate([users, items + model.n_users]))
-        rows = out[inv]
-        return (rows[: len(users)] * rows[len(users):]).sum(-1)
-    if model.kind == "bpr":
-        dev = model.embedding.weight.device
-        u = model.embedding(torch.from_numpy(users).to(dev))
-        i = model.embedding(torch.from_numpy(items + model.n_users).to(dev))
-        return (u * i).sum(-1)
-    raise InputError(f"replay learning with logits needs a BPR-MF or LightGCN model, got {model.kind!r}",
-                     where="model")
+    if not hasattr(model, "pair_scores"):
+        raise InputError(f"replay learning with logits needs a BPR-MF or LightGCN model, got {model.kind!r}",
+                         where="model")
+    return model.pair_scores(users, items)
 
 
 def annealed_lambda(lambda0: float, epoch: int, anneal_t: float) -> float:

@@ -155,7 +155,7 @@ class RetentionVAE(nn.Module):
         dev = logp.device
         with torch.no_grad():
             x = before._inputs(users[pos])[0]
-            log_b_all = torch.log_softmax(before.decoder(before._encode(x)[0]), dim=1)
+            log_b_all = torch.log_softmax(before.decoder(before.encode(x)[0]), dim=1)
         r = torch.from_numpy(coo.row.astype(np.int64)).to(dev)
         c = torch.from_numpy(coo.col.astype(np.int64)).to(dev)
         log_b = log_b_all[r, c]
@@ -168,7 +168,7 @@ class RetentionVAE(nn.Module):
         users = np.asarray(user_batch.cpu() if hasattr(user_batch, "cpu") else user_batch, dtype=np.int64)
         dev = model.decoder.weight.device
         x, rows, cols, vals = weighted_inputs(self.rows, users, dev)
-        mu, logstd = model._encode(x)
+        mu, logstd = model.encode(x)
         noise = torch.randn(mu.shape, generator=model._noise).to(dev)
         logp = torch.log_softmax(model.decoder(mu + noise * torch.exp(logstd)), dim=1)
         recon = torch.zeros(len(users), device=dev).index_add(0, rows, -logp[rows, cols] * vals)

@@ -15,6 +15,9 @@ Everything else in the project talks to models through these methods only:
 ``score(users, items) -> tensor``
     Pairwise scores through the model's own forward code (evaluation mode); equals
     the inner product of the representations. For tests and small queries.
+``pair_scores(users, items) -> tensor``
+    BPR-MF and LightGCN: the same scores in training mode, with gradients (only the
+    pairs' rows, or their L-hop frontier, are computed). Replay losses use it.
 ``bpr_loss(users, pos, neg, reduction="sum")``
     BPR-MF and LightGCN: sum (or mean) over pairs of -log sigmoid(s_up - s_un);
     ``neg`` is [B] or [B, n_neg].

@@ -40,11 +40,14 @@ class BPRMF(Recommender):
         with torch.no_grad():
             return self.user_table.detach().clone(), self.item_table.detach().clone()
 
+    def pair_scores(self, users, items):
+        u = self.embedding(self._ids(users, self.n_users, "users"))
+        i = self.embedding(self._ids(items, self.n_items, "items", self.n_users))
+        return (u * i).sum(-1)
+
     def score(self, users, items):
         with torch.no_grad():
-            u = self.embedding(self._ids(users, self.n_users, "users"))
-            i = self.embedding(self._ids(items, self.n_items, "items", self.n_users))
-            return (u * i).sum(-1)
+            return self.pair_scores(users, items)
 
     def bpr_loss(self, users, pos, neg, reduction: str = "sum"):
         users = self._ids(users, self.n_users, "users")

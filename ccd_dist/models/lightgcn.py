@@ -71,12 +71,15 @@ class LightGCN(BPRMF):
             out = propagate_nodes_torch(graph, e0, torch.from_numpy(nodes).to(e0.device), self.layers)
         return out, torch.from_numpy(inverse.reshape(-1)).to(out.device)
 
-    def score(self, users, items):
+    def pair_scores(self, users, items):
         users, items = as_index(users, self.n_users, "users"), as_index(items, self.n_items, "items")
+        out, inv = self._propagate_nodes(np.concatenate([users, items + self.n_users]))
+        rows = out[inv]
+        return (rows[: len(users)] * rows[len(users):]).sum(-1)
+
+    def score(self, users, items):
         with torch.no_grad():
-            out, inv = self._propagate_nodes(np.concatenate([users, items + self.n_users]))
-            rows = out[inv]
-            return (rows[: len(users)] * rows[len(users):]).sum(-1)
+            return self.pair_scores(users, items)
 
     def bpr_loss(self, users, pos, neg, reduction: str = "sum"):
         users = as_index(users, self.n_users, "users")

@@ -89,7 +89,7 @@ class MultVAE(Recommender):
                                     is_coalesced=True, check_invariants=False)  # canonical CSR rows
         return x, rows_t, cols_t, vals_t
 
-    def _encode(self, x: torch.Tensor):
+    def encode(self, x: torch.Tensor):
         """(mu, log sigma) of sparse input rows ``x``: tanh(x W_enc^T + b) -> two Linear(d, d)."""
         h = torch.tanh(torch.sparse.mm(x, self.encoder.weight.t()) + self.encoder.bias)
         return self.w_mean(h), self.w_logstd(h)
@@ -98,7 +98,7 @@ class MultVAE(Recommender):
 
     def vae_loss(self, user_batch, step: int) -> torch.Tensor:
         x, rows, cols, vals = self._inputs(as_index(user_batch, self.n_users, "user_batch"))
-        mu, logstd = self._encode(x)
+        mu, logstd = self.encode(x)
         noise = torch.randn(mu.shape, generator=self._noise).to(mu.device)
         z = mu + noise * torch.exp(logstd)
         logp = torch.log_softmax(self.decoder(z), dim=1)
@@ -111,7 +111,7 @@ class MultVAE(Recommender):
         """Encoder means mu(x_u) (evaluation: no noise)."""
         users = as_index(users, self.n_users, "users")
         with torch.no_grad():
-            parts = [self._encode(self._inputs(users[s:s + REPR_CHUNK])[0])[0]
+            parts = [self.encode(self._inputs(users[s:s + REPR_CHUNK])[0])[0]
                      for s in range(0, len(users), REPR_CHUNK)]
         return torch.cat(parts) if parts else torch.zeros(0, self.dim, device=self.decoder.weight.device)
 
@@ -126,14 +126,14 @@ class MultVAE(Recommender):
         """Decoder logits of (user, item) pairs from the evaluation forward pass."""
         users, items = as_index(users, self.n_users, "users"), as_index(items, self.n_items, "items")
         with torch.no_grad():
-            logits = self.decoder(self._encode(self._inputs(users)[0])[0])
+            logits = self.decoder(self.encode(self._inputs(users)[0])[0])
             return logits[torch.arange(len(users)), torch.from_numpy(items).to(logits.device)]
 
     def softmax(self, users) -> torch.Tensor:
         """The reference's score rows: softmax over all items [len(users), n_items] (evaluation mode)."""
         users = as_index(users, self.n_users, "users")
         with torch.no_grad():
-            return torch.softmax(self.decoder(self._encode(self._inputs(users)[0])[0]), dim=1)
+            return torch.softmax(self.decoder(self.encode(self._inputs(users)[0])[0]), dim=1)
 
     def _grow(self, n_users, n_items, user_rows, item_rows):
         new = n_items - self.n_items
