@@ -9,11 +9,13 @@ of threads: every random draw is a pure function of (seed, position).
 - fullrank: full-row ranks and rank-weight accumulation for the ensemble
 - subsets: uniform sampling without replacement from allowed pools (KD)
 - metrics: hit and DCG counting for evaluation
+- softmax: row softmax in place with the row log-sum-exp (LWC-KD)
 """
 from .fullrank import accumulate_rank_weights, rank_rows
 from .metrics import count_hits_dcg
 from .ranks import rank_of_candidates
 from .sampling import sample_negatives
+from .softmax import softmax_rows_
 from .subsets import sample_subset_bits
 from .topk import masked_topk
 
@@ -25,4 +27,5 @@ __all__ = [
     "accumulate_rank_weights",
     "sample_subset_bits",
     "count_hits_dcg",
+    "softmax_rows_",
 ]

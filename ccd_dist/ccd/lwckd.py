@@ -28,9 +28,9 @@ unique before users (UI, UU) or unique before positive items (IU, II):
 - II: old item vs present before items, r = the II row.
 
 sum_j r_j log p_j = (t . sum_j r_j n_j) / T - (sum_j r_j) logsumexp_j(t . n_j / T),
-so only a row logsumexp needs the full [batch, n_before] score matrix; it is
-computed in row chunks by ``RowLogSumExp`` (recomputed in the backward), so
-memory stays O(chunk x n_before) instead of holding [batch, n_before] tensors.
+so only a row logsumexp needs the full [batch, n_before] score matrix
+(``RowLogSumExp``: one fused softmax kernel; the softmax rows are kept for the
+backward up to a memory budget, beyond it recomputed in row chunks).
 
 PIW (personalised imitation weights). G(e) = softmax_c(e . (mu_c W_c)) with
 centres mu_c and a d x d matrix W_c per cluster (CSTM); the state
@@ -80,6 +80,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..kernels.softmax import softmax_rows_
 from ..models.graph import binary_csr
 
 THRESHOLD_MIN = 0.1 + 1e-4
@@ -89,7 +90,8 @@ DEGREE_TOLERANCE = 0.6
 MAX_SEARCH_STEPS = 100
 LOG_EPS = 1e-8
 INIT_STD = 0.01
-SCORE_BUDGET = 1 << 23  # floats per score chunk in RowLogSumExp (32 MB)
+SCORE_BUDGET = 1 << 23  # floats per score chunk when RowLogSumExp recomputes (32 MB)
+CACHE_BUDGET = 1 << 27  # floats of softmax rows RowLogSumExp keeps for its backward (512 MB)
 
 
 # ----------------------------------------------------------------------------- graphs
@@ -251,41 +253,101 @@ class BeforeSnapshot:
 
 
 # ----------------------------------------------------------------------------- LWC-KD rows
+class ScoreBuffers:
+    """Reusable float32 buffers for ``RowLogSumExp``'s [rows, N] score / softmax matrices.
+
+    A fresh 50-300 MB tensor per call costs about as much in page faults as the
+    product that fills it, and a teacher update makes hundreds of calls of a few
+    sizes; kept buffers are reused instead. Owned by one ``LWCKDTerm`` (freed with it).
+    """
+
+    def __init__(self, max_free: int = 16):
+        self.free: list = []
+        self.max_free = max_free
+
+    def take(self, rows: int, cols: int) -> tuple:
+        """(buffer, [rows, cols] view of it); give the buffer back when done."""
+        need = rows * cols
+        fits = [i for i, b in enumerate(self.free) if b.numel() >= need]
+        if fits:
+            buf = self.free.pop(min(fits, key=lambda i: self.free[i].numel()))
+        else:
+            buf = torch.empty(need + need // 4)  # headroom: batch sizes vary a little
+        return buf, buf[:need].view(rows, cols)
+
+    def give(self, buf) -> None:
+        self.free.append(buf)
+        if len(self.free) > self.max_free:
+            self.free.remove(min(self.free, key=lambda b: b.numel()))
+
+
+def _softmax_scores(t, n, scale: float, buffers=None):
+    """(buffer or None, softmax_j(scale * <t_r, n_j>) rows [B, N], logsumexp per row [B])."""
+    if t.device.type == "cpu" and t.dtype == torch.float32:
+        buf, scores = buffers.take(t.shape[0], n.shape[0]) if buffers is not None else (None, None)
+        scores = torch.mm(t, n.T, out=scores) if scores is not None else t @ n.T
+        lse = softmax_rows_(scores.numpy(), scale)  # in place: scores become probabilities
+        return buf, scores, torch.from_numpy(lse)
+    scores = (t @ n.T) * scale
+    lse = torch.logsumexp(scores, dim=1)
+    return None, torch.exp(scores - lse[:, None]), lse
+
+
 class RowLogSumExp(torch.autograd.Function):
-    """logsumexp_j(scale * <t_r, n_j>) per row r, in row chunks; the backward recomputes scores."""
+    """logsumexp_j(scale * <t_r, n_j>) per row r, with its gradients.
+
+    The backward needs the softmax rows p_r (d lse_r / d t_r = scale * sum_j p_rj n_j,
+    d / d n_j = scale * sum_r p_rj t_r). They are kept from the forward when they fit
+    in ``CACHE_BUDGET`` floats, otherwise computed again chunk by chunk (memory
+    O(chunk x N)). Three matrix products per call instead of four, one fused softmax
+    kernel instead of a chain of full-matrix temporaries, and (with `buffers`) no
+    fresh allocation per call: this term is most of a teacher update's time on CPU.
+    """
 
     @staticmethod
-    def forward(ctx, t, n, scale: float):
-        chunk = max(1, SCORE_BUDGET // max(n.shape[0], 1))
-        out = torch.empty(t.shape[0], dtype=t.dtype, device=t.device)
-        for s in range(0, t.shape[0], chunk):
-            out[s:s + chunk] = torch.logsumexp((t[s:s + chunk] @ n.T) * scale, dim=1)
-        ctx.save_for_backward(t, n, out)
-        ctx.scale, ctx.chunk = scale, chunk
+    def forward(ctx, t, n, scale: float, buffers=None):
+        rows, cols = t.shape[0], n.shape[0]
+        keep = rows * cols <= CACHE_BUDGET and any(ctx.needs_input_grad[:2])
+        chunk = max(rows, 1) if keep else max(1, SCORE_BUDGET // max(cols, 1))
+        out = torch.empty(rows, dtype=t.dtype, device=t.device)
+        kept = None
+        for s in range(0, rows, chunk):
+            buf, p, lse = _softmax_scores(t[s:s + chunk], n, scale, buffers)
+            out[s:s + chunk] = lse
+            if keep:
+                kept = (buf, p)
+            elif buf is not None:
+                buffers.give(buf)
+        ctx.save_for_backward(t, n)
+        ctx.scale, ctx.chunk, ctx.kept, ctx.buffers = scale, chunk, kept, buffers
         return out
 
     @staticmethod
     def backward(ctx, g):
-        t, n, lse = ctx.saved_tensors
-        scale, chunk = ctx.scale, ctx.chunk
+        t, n = ctx.saved_tensors
+        scale, chunk, buffers = ctx.scale, ctx.chunk, ctx.buffers
         gt = torch.zeros_like(t) if ctx.needs_input_grad[0] else None
         gn = torch.zeros_like(n) if ctx.needs_input_grad[1] else None
+        kept, ctx.kept = ctx.kept, None  # scaled in place below: usable once
         for s in range(0, t.shape[0], chunk):
             tc = t[s:s + chunk]
-            p = torch.exp((tc @ n.T) * scale - lse[s:s + chunk, None])
+            buf, p = kept if kept is not None else _softmax_scores(tc, n, scale, buffers)[:2]
             p.mul_((g[s:s + chunk] * scale)[:, None])
             if gt is not None:
                 gt[s:s + chunk] = p @ n
             if gn is not None:
                 gn.addmm_(p.T, tc)
-        return gt, gn, None
+            if buf is not None:
+                buffers.give(buf)
+        return gt, gn, None, None
 
 
-def neighbour_log_likelihood(target, neighbours, weights: sp.csr_matrix, temperature: float):
+def neighbour_log_likelihood(target, neighbours, weights: sp.csr_matrix, temperature: float,
+                             buffers: ScoreBuffers | None = None):
     """Per row r: sum_j w_rj log softmax_j(<target_r, neighbours_j> / T) / (sum_j w_rj + 1e-8).
 
     target [B, d] (old, frozen), neighbours [N, d] (present, with grad),
-    weights: scipy CSR [B, N]. Rows without weight give 0.
+    weights: scipy CSR [B, N]. Rows without weight give 0. buffers: see ``RowLogSumExp``.
     """
     dev = neighbours.device
     coo = weights.tocoo()
@@ -299,7 +361,7 @@ def neighbour_log_likelihood(target, neighbours, weights: sp.csr_matrix, tempera
     lse = torch.zeros(b, device=dev, dtype=neighbours.dtype)
     active = torch.nonzero(total > 0).reshape(-1)
     if len(active):
-        lse = lse.index_copy(0, active, RowLogSumExp.apply(target[active], neighbours, 1.0 / temperature))
+        lse = lse.index_copy(0, active, RowLogSumExp.apply(target[active], neighbours, 1.0 / temperature, buffers))
     return (weighted - total * lse) / (total + LOG_EPS)
 
 
@@ -366,6 +428,7 @@ class LWCKDTerm(nn.Module):
         dev = model.embedding.weight.device
         self.temperature, self.lwckd_lambda, self.cluster_lambda = float(temperature), lwckd_lambda, cluster_lambda
         self.use_piw, self.piw_noop = bool(use_piw), bool(piw_noop)
+        self.buffers = ScoreBuffers()
         self.graphs = graphs
         self.old_users = [t.to(dev) for t in snapshot.users]
         self.old_items = [t.to(dev) for t in snapshot.items]
@@ -413,8 +476,8 @@ class LWCKDTerm(nn.Module):
         if len(u_ids):
             ut = torch.from_numpy(u_ids).to(present_users.device)
             t_u = self.old_users[layer][ut]
-            ui_rows = neighbour_log_likelihood(t_u, n_items_p, g.rating[u_pos], T)
-            uu_rows = neighbour_log_likelihood(t_u, n_users_p, g.uu[u_pos], T)
+            ui_rows = neighbour_log_likelihood(t_u, n_items_p, g.rating[u_pos], T, self.buffers)
+            uu_rows = neighbour_log_likelihood(t_u, n_users_p, g.uu[u_pos], T, self.buffers)
             if self.piw is not None:
                 w = self.piw(t_u, present_users[ut], self.centres[layer])
                 if self.piw_noop:  # B3 as in the reference: mean over a (B, B) broadcast
@@ -426,8 +489,8 @@ class LWCKDTerm(nn.Module):
         i_ids, i_pos = items
         if len(i_ids):
             t_i = self.old_items[layer][torch.from_numpy(i_ids).to(present_items.device)]
-            iu = -neighbour_log_likelihood(t_i, n_users_p, g.rating_t[i_pos], T).mean()
-            ii = -neighbour_log_likelihood(t_i, n_items_p, g.ii[i_pos], T).mean()
+            iu = -neighbour_log_likelihood(t_i, n_users_p, g.rating_t[i_pos], T, self.buffers).mean()
+            ii = -neighbour_log_likelihood(t_i, n_items_p, g.ii[i_pos], T, self.buffers).mean()
         cluster = zero
         if self.piw is not None:
             cluster = dec_cluster_loss(present_items[self.present_items_t], self.centres[layer], self.nu)

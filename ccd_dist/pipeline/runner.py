@@ -38,8 +38,8 @@ def collect_results(stream, cfg: PipelineConfig, run: RunDir, blocks, method: st
             m = _read(run.stage(k, name) / "metrics.json")
             results.add_evaluation("student", k, m["per_block"], new_users=m.get("new_users"))
             results.add_stage(k, name, m["seconds"], m.get("peak_rss_mb"))
-            if method != "lwckd":
-                results.finish_block(k)
+            if method != "lwckd" or run.done_record(k, "ensemble") is None:
+                results.finish_block(k)  # lwckd: the teacher of block k is not updated yet
                 continue
         ens = _read(run.stage(k, "ensemble") / "metrics.json")
         results.add_evaluation("teacher", k, ens["per_block"], new_users=ens.get("new_users"))
@@ -79,13 +79,19 @@ def run_pipeline(stream, cfg: PipelineConfig, run_root, data_fp: str, blocks, me
     with TeacherPool(cfg) as pool:
         run_base(stream, cfg, run_root, data_fp, k=0, pool=pool, fps=fps)
         collect_results(stream, cfg, run, [0], method, data).save(run.root / "results.json")
-        for k in blocks[1:]:
-            if method in STUDENT_BASELINES:
-                if method == "lwckd":
+        if method in STUDENT_BASELINES:
+            # The baseline student never reads the teacher: every block's student first,
+            # then (lwckd) the teacher updated with LWC-KD + PIW, block by block.
+            for k in blocks[1:]:
+                student_baseline_stage(stream, k, cfg, run, method, fps)
+                collect_results(stream, cfg, run, list(range(k + 1)), method, data).save(run.root / "results.json")
+            if method == "lwckd":
+                for k in blocks[1:]:
                     member_fps = teacher_update_stage(stream, k, cfg, run, fps, pool)
                     _, _, fps[(k, "ensemble")] = ensemble_stage(stream, k, cfg, run, member_fps)
-                student_baseline_stage(stream, k, cfg, run, method, fps)
-            else:
+                    collect_results(stream, cfg, run, list(blocks), method, data).save(run.root / "results.json")
+        else:
+            for k in blocks[1:]:
                 run_block(stream, k, cfg, run, fps, pool)
-            collect_results(stream, cfg, run, list(range(k + 1)), method, data).save(run.root / "results.json")
+                collect_results(stream, cfg, run, list(range(k + 1)), method, data).save(run.root / "results.json")
     return collect_results(stream, cfg, run, list(blocks), method, data)

@@ -9,6 +9,7 @@ from ccd_dist.ccd.lwckd import (
     BeforeSnapshot,
     LWCKDTerm,
     RowLogSumExp,
+    ScoreBuffers,
     cosine_graph,
     dec_cluster_loss,
 )
@@ -198,6 +199,35 @@ def test_row_logsumexp_gradients_match_autograd():
     assert torch.autograd.gradcheck(lambda a, b: RowLogSumExp.apply(a, b, 0.2), (t, n))
     np.testing.assert_allclose(RowLogSumExp.apply(t, n, 0.2).detach().numpy(),
                                torch.logsumexp(t @ n.T * 0.2, 1).detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("cache,pooled", [(True, False), (False, False), (True, True), (False, True)])
+def test_row_logsumexp_float32_kernel_path_matches_torch(monkeypatch, cache, pooled):
+    """The CPU float32 path (fused softmax kernel; rows kept or recomputed in chunks; reused buffers)."""
+    import ccd_dist.ccd.lwckd as lwckd_mod
+
+    if not cache:
+        monkeypatch.setattr(lwckd_mod, "CACHE_BUDGET", 0)
+        monkeypatch.setattr(lwckd_mod, "SCORE_BUDGET", 40)  # 3-row chunks of 13 columns
+    gen = torch.Generator().manual_seed(1)
+    t0 = torch.randn(8, 6, generator=gen) * 3
+    n0 = torch.randn(13, 6, generator=gen) * 3
+    g = torch.randn(8, generator=gen)
+    t, n = t0.clone().requires_grad_(True), n0.clone().requires_grad_(True)
+    buffers = ScoreBuffers() if pooled else None
+    for _ in range(2):  # the second round reuses the first round's buffers
+        t.grad = n.grad = None
+        (RowLogSumExp.apply(t, n, 0.7, buffers) * g).sum().backward()
+    t_ref, n_ref = t0.double().requires_grad_(True), n0.double().requires_grad_(True)
+    out_ref = torch.logsumexp(t_ref @ n_ref.T * 0.7, 1)
+    (out_ref * g.double()).sum().backward()
+    tol = dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(RowLogSumExp.apply(t0, n0, 0.7, buffers).numpy(), out_ref.detach().numpy(),
+                               rtol=1e-5)
+    if pooled:
+        assert buffers.free, "buffers come back to the pool after the backward"
+    np.testing.assert_allclose(t.grad.numpy(), t_ref.grad.numpy(), **tol)
+    np.testing.assert_allclose(n.grad.numpy(), n_ref.grad.numpy(), **tol)
 
 
 def test_b3_piw_weights_apply_per_user():
