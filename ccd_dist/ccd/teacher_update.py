@@ -247,7 +247,7 @@ def update_teacher_member(model, spec_kind: str, stream, k: int, student_side: d
         p.requires_grad_(True)
     terms, params, passes = (), (), []
     if cfg.use_lwckd:
-        graphs = before_graphs if before_graphs is not None else BeforeGraphs.from_train(prev.train)
+        graphs = before_graphs if before_graphs is not None else BeforeGraphs.shared(prev.train)
         if (graphs.n_users, graphs.n_items) != (prev.n_users, prev.n_items):
             raise InputError(f"before_graphs cover {graphs.n_users} x {graphs.n_items}, block {k - 1} is "
                              f"{prev.n_users} x {prev.n_items}", where="before_graphs")

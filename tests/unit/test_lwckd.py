@@ -310,3 +310,21 @@ def test_term_parameters_are_centres_cstm_and_mlp():
     shapes = sorted(tuple(p.shape) for p in term.parameters())
     assert (4, 6) in shapes and (4, 6, 6) in shapes and (6, 4) in shapes and (1, 6) in shapes
     assert sum(1 for s in shapes if s == (4, 6)) == 2  # one set of centres per regularised layer
+
+
+def test_shared_before_graphs_are_built_once_per_block(monkeypatch):
+    import ccd_dist.ccd.lwckd as lwckd_mod
+
+    calls = []
+    real = lwckd_mod.BeforeGraphs.from_train.__func__
+    monkeypatch.setattr(lwckd_mod.BeforeGraphs, "from_train",
+                        classmethod(lambda cls, m, chunk=256: calls.append(1) or real(cls, m, chunk)))
+    monkeypatch.setattr(lwckd_mod, "_SHARED", {})
+    rng = np.random.default_rng(0)
+    a = sp.random(30, 20, density=0.2, format="csr", random_state=rng)
+    b = sp.random(30, 20, density=0.2, format="csr", random_state=rng)
+    first = lwckd_mod.BeforeGraphs.shared(a)
+    assert lwckd_mod.BeforeGraphs.shared(a.copy()) is first and len(calls) == 1
+    other = lwckd_mod.BeforeGraphs.shared(b)
+    assert other is not first and len(calls) == 2
+    np.testing.assert_array_equal(other.user_ids, lwckd_mod.BeforeGraphs.from_train(b).user_ids)
