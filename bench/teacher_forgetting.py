@@ -1,0 +1,64 @@
+"""Why does a teacher member forget block 0? One member's block-1 update with parts switched off.
+
+Usage: python bench/teacher_forgetting.py STORE BASE_RUN CCD_RUN [--member lightgcn_0] [--epochs 10]
+
+Reads the member after D0 (BASE_RUN/block_0/teacher/<member>), the D0 ensemble
+lists and CCD_RUN's block-1 student side (stability, plasticity, student), runs
+the block-1 teacher update with the run's schedule under each variant, and
+prints test Recall@20 on D0 (r[1][0], stability) and on D1 (r[1][1], plasticity).
+"""
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from ccd_dist.ccd.ensemble import TeacherLists
+from ccd_dist.ccd.teacher_update import update_teacher_member
+from ccd_dist.data import load_stream
+from ccd_dist.eval import evaluate_stream
+from ccd_dist.models import Recommender
+from ccd_dist.models.base import numpy_representations
+from ccd_dist.pipeline.config import block_schedule, preset_config
+from ccd_dist.training.static import block_evaluator
+
+VARIANTS = {
+    "CCD teacher update (all parts)": {},
+    "without student-side replay": {"replay": False},
+    "without LWC-KD / PIW / cluster": {"use_lwckd": False},
+    "plain fine-tuning (BPR only)": {"replay": False, "use_lwckd": False, "exclusion": False},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("store")
+    ap.add_argument("base_run")
+    ap.add_argument("ccd_run")
+    ap.add_argument("--member", default="lightgcn_0")
+    ap.add_argument("--preset", default="yelp")
+    ap.add_argument("--epochs", type=int, default=10)
+    args = ap.parse_args()
+    stream = load_stream(args.store)
+    base, run = Path(args.base_run) / "block_0", Path(args.ccd_run)
+    lists = TeacherLists.load(base / "ensemble" / "lists.npz")
+    su = run / "block_1" / "student_update"
+    side = {n: Recommender.load(su / f"{n}.pt") for n in ("stability", "plasticity", "student")
+            if (su / f"{n}.pt").exists()}
+    cfg = dataclasses.replace(block_schedule(preset_config(args.preset), 1).teacher, epochs=args.epochs)
+    kind = args.member.split("_")[0]
+    print(f"| variant | D0 test R@20 (r[1][0]) | D1 test R@20 (r[1][1]) | seconds |\n|---|---|---|---|")
+    before = Recommender.load(base / "teacher" / args.member / "model.pt")
+    r00 = evaluate_stream(*numpy_representations(before), stream, upto=0)[0]["test"]["recall@20"]
+    print(f"| member after D0 (before the update) | {r00:.4f} | - | - |")
+    for name, flags in VARIANTS.items():
+        started = time.perf_counter()
+        model = Recommender.load(base / "teacher" / args.member / "model.pt")
+        model, _ = update_teacher_member(model, kind, stream, 1, side, lists, dataclasses.replace(cfg, **flags),
+                                         block_evaluator(stream[1], "valid", 4096))
+        rows = evaluate_stream(*numpy_representations(model), stream, upto=1)
+        print(f"| {name} | {rows[0]['test']['recall@20']:.4f} | {rows[1]['test']['recall@20']:.4f} | "
+              f"{time.perf_counter() - started:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
