@@ -15,23 +15,16 @@ import dataclasses
 import time
 from pathlib import Path
 
-import scipy.sparse as sp
-
 from ccd_dist.ccd.ensemble import TeacherLists
 from ccd_dist.ccd.teacher_update import update_teacher_member
 from ccd_dist.config import apply_overrides
 from ccd_dist.data import load_stream
 from ccd_dist.eval import evaluate_stream
+from ccd_dist.eval.metrics import resize_csr
 from ccd_dist.models import Recommender
 from ccd_dist.models.base import numpy_representations
 from ccd_dist.pipeline.config import block_schedule, preset_config
 from ccd_dist.training.static import block_evaluator
-
-def pad(mat, shape):
-    """`mat` (a block's train CSR) in a larger id space."""
-    coo = mat.tocoo()
-    return sp.csr_matrix((coo.data, (coo.row, coo.col)), shape=shape)
-
 
 VARIANTS = {
     "CCD teacher update (all parts)": {},
@@ -78,7 +71,7 @@ def main() -> None:
         rows = evaluate_stream(*numpy_representations(model), stream, upto=1)
         on_d0 = "-"
         if kind == "lightgcn":
-            model.set_interactions(pad(stream[0].train, (model.n_users, model.n_items)))
+            model.set_interactions(resize_csr(stream[0].train, model.n_users, model.n_items, "train"))
             on_d0 = f"{evaluate_stream(*numpy_representations(model), stream, upto=1)[0]['test']['recall@20']:.4f}"
         label = name + "".join(f", {o}" for o in args.overrides)
         label += f", {args.epochs} epochs" if args.epochs != 10 else ""

@@ -1,4 +1,4 @@
-"""Atomic file and directory writes.
+"""Atomic file and directory writes, and JSON reads with clear errors.
 
 Everything ccd-dist writes goes through here, so a crash or a bad input never
 leaves a half-written file or store behind: data goes to a temporary sibling
@@ -52,6 +52,24 @@ def atomic_write_text(path, text: str) -> None:
 
 def atomic_write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path, expected: str):
+    """Parse a JSON file; a missing, unreadable or malformed one is an ``InputError``
+    naming the file (and the line) and what was `expected` there."""
+    from .errors import InputError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"file not found (expected {expected})", path=path) from None
+    except IsADirectoryError:
+        raise InputError(f"is a directory (expected {expected})", path=path) from None
+    except UnicodeDecodeError:
+        raise InputError(f"not a UTF-8 text file (expected {expected})", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", path=path, where=f"line {exc.lineno}") from None
 
 
 @contextlib.contextmanager

@@ -24,6 +24,17 @@ def shared_data():
     return shared_path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one torch thread avoids thread-pool overhead on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray (2 CPUs, loopback) for the whole test session, always shut down."""

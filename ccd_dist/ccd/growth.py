@@ -35,6 +35,21 @@ import scipy.sparse as sp
 
 from ..errors import InputError
 
+
+def check_update_block(stream, k: int, stage: str) -> None:
+    """Continual updates run on blocks 1..N-1 (block 0 is the base stage)."""
+    if not 1 <= k < len(stream):
+        raise InputError(f"the {stage} runs for blocks 1..{len(stream) - 1}, got k = {k}", where="k")
+
+
+def check_previous_block_size(model, stream, k: int, what: str, where: str) -> None:
+    """`model` (or teacher lists, before graphs) must be sized for block k-1: what a block-k
+    update starts from (B9: a wrong model is an error, never a silent restart)."""
+    prev = stream[k - 1]
+    if (model.n_users, model.n_items) != (prev.n_users, prev.n_items):
+        raise InputError(f"{what} is {model.n_users} x {model.n_items}, block {k - 1} is {prev.n_users} x "
+                         f"{prev.n_items}", where=where)
+
 DEFAULT_TOPK = 20
 
 

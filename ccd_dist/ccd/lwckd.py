@@ -82,6 +82,7 @@ from torch import nn
 from ..errors import InputError
 from ..kernels.softmax import softmax_rows_
 from ..models.graph import binary_csr
+from .ensemble import csr_fingerprint
 
 THRESHOLD_MIN = 0.1 + 1e-4
 THRESHOLD_MAX = 0.9 - 1e-4
@@ -196,8 +197,6 @@ class BeforeGraphs:
         for block k; the UU / II cosine graphs take ~40 s on Gowalla D0, so a
         process builds them once per block instead of once per member.
         """
-        from .ensemble import csr_fingerprint
-
         key = csr_fingerprint(prev_train)
         if _SHARED.get("key") != key:
             _SHARED.clear()

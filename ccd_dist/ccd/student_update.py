@@ -63,7 +63,7 @@ from ..errors import InputError
 from ..training.batches import epoch_seed
 from ..models.base import numpy_representations as _reps
 from ..training.loop import FitResult, fit
-from .growth import grow_with_init
+from .growth import check_previous_block_size, check_update_block, grow_with_init
 from .interesting import lists_to_csr, union
 from .proxies import frozen_copy, next_proxy
 from .replay import ReplayPass, merge_replay, sample_replay
@@ -122,25 +122,19 @@ def _top_csr(reps, n: int, shape) -> object:
 
 
 def _check_inputs(distilled, stream, k: int, cfg: StudentUpdateConfig, teacher_lists_prev) -> None:
-    if not 1 <= k < len(stream):
-        raise InputError(f"the student update runs for blocks 1..{len(stream) - 1}, got k = {k}", where="k")
+    check_update_block(stream, k, "student update")
     if cfg.replay_reference not in REFERENCES:
         raise InputError(f"replay_reference must be one of {REFERENCES}, got {cfg.replay_reference!r}",
                          where="replay_reference")
     if getattr(distilled, "kind", None) not in ("bpr", "lightgcn"):
         raise InputError(f"the student must be BPR-MF or LightGCN, got {getattr(distilled, 'kind', None)!r}",
                          where="distilled")
-    prev = stream[k - 1]
-    if (distilled.n_users, distilled.n_items) != (prev.n_users, prev.n_items):
-        raise InputError(f"the distilled student is {distilled.n_users} x {distilled.n_items}, block {k - 1} is "
-                         f"{prev.n_users} x {prev.n_items}", where="distilled")
+    check_previous_block_size(distilled, stream, k, "the distilled student", "distilled")
     if cfg.exclusion:
         if teacher_lists_prev is None:
             raise InputError(f"the §5.1 exclusion needs E_{k - 1}'s teacher lists (or exclusion=False)",
                              where="teacher_lists_prev")
-        if (teacher_lists_prev.n_users, teacher_lists_prev.n_items) != (prev.n_users, prev.n_items):
-            raise InputError(f"teacher lists are {teacher_lists_prev.n_users} x {teacher_lists_prev.n_items}, "
-                             f"block {k - 1} is {prev.n_users} x {prev.n_items}", where="teacher_lists_prev")
+        check_previous_block_size(teacher_lists_prev, stream, k, "teacher lists", "teacher_lists_prev")
 
 
 def negative_exclusion(stream, k: int, teacher_lists_prev, models, n: int = 40):

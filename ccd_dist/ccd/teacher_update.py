@@ -59,7 +59,7 @@ from ..errors import InputError
 from ..training.batches import epoch_seed
 from ..models.base import numpy_representations as _reps
 from ..training.loop import FitResult, fit
-from .growth import grow_with_init
+from .growth import check_previous_block_size, check_update_block, grow_with_init
 from .interesting import lists_to_csr, union
 from .lwckd import BeforeGraphs, BeforeSnapshot, LWCKDTerm
 from .replay import ReplayPass, merge_replay, sample_replay
@@ -190,15 +190,11 @@ def check_member(model, spec_kind: str, stream, k: int, kinds) -> None:
     if model is None:
         raise InputError(f"no block {k - 1} model for the teacher update (a failed load must stop the run)",
                          where="model")
-    if not 1 <= k < len(stream):
-        raise InputError(f"the teacher update runs for blocks 1..{len(stream) - 1}, got k = {k}", where="k")
+    check_update_block(stream, k, "teacher update")
     if spec_kind not in kinds or getattr(model, "kind", None) != spec_kind:
         raise InputError(f"expected a {spec_kind!r} member of kind {kinds}, got {getattr(model, 'kind', None)!r}",
                          where="model")
-    prev = stream[k - 1]
-    if (model.n_users, model.n_items) != (prev.n_users, prev.n_items):
-        raise InputError(f"the member is {model.n_users} x {model.n_items}, block {k - 1} is {prev.n_users} x "
-                         f"{prev.n_items}", where="model")
+    check_previous_block_size(model, stream, k, "the member", "model")
 
 
 def active_items(block) -> np.ndarray:
@@ -235,10 +231,8 @@ def update_teacher_member(model, spec_kind: str, stream, k: int, student_side: d
 
     exclude = None
     if cfg.exclusion:
-        if teacher_lists_prev is not None and (teacher_lists_prev.n_users, teacher_lists_prev.n_items) != (
-                prev.n_users, prev.n_items):
-            raise InputError(f"teacher lists are {teacher_lists_prev.n_users} x {teacher_lists_prev.n_items}, "
-                             f"block {k - 1} is {prev.n_users} x {prev.n_items}", where="teacher_lists_prev")
+        if teacher_lists_prev is not None:
+            check_previous_block_size(teacher_lists_prev, stream, k, "teacher lists", "teacher_lists_prev")
         exclude = negative_exclusion(stream, k, teacher_lists_prev, [(_reps(m), f) for _, m, _, f in sources],
                                      cfg.n_exclude)
 
@@ -248,9 +242,7 @@ def update_teacher_member(model, spec_kind: str, stream, k: int, student_side: d
     terms, params, passes = (), (), []
     if cfg.use_lwckd:
         graphs = before_graphs if before_graphs is not None else BeforeGraphs.shared(prev.train)
-        if (graphs.n_users, graphs.n_items) != (prev.n_users, prev.n_items):
-            raise InputError(f"before_graphs cover {graphs.n_users} x {graphs.n_items}, block {k - 1} is "
-                             f"{prev.n_users} x {prev.n_items}", where="before_graphs")
+        check_previous_block_size(graphs, stream, k, "before_graphs", "before_graphs")
         snapshot = BeforeSnapshot.capture(teacher, prev.train)
     grow_with_init(teacher, block.train, block.n_users, block.n_items, cfg.init_topk, cfg.random_init)
     teacher.train()

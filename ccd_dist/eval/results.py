@@ -12,13 +12,12 @@ A missing entry makes the summary NaN rather than silently averaging fewer block
 """
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 
 from ccd_dist.errors import InputError
-from ccd_dist.io import atomic_write_json
+from ccd_dist.io import atomic_write_json, read_json
 
 from .metrics import DEFAULT_KS, arg_error, check_ks, metric_names
 from .protocol import EVAL_SPLITS
@@ -216,11 +215,5 @@ class ResultMatrix:
 
     @classmethod
     def load(cls, path) -> "ResultMatrix":
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            raise InputError("file not found (expected a result-matrix JSON)", path=path) from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", path=path, where=f"line {exc.lineno}") from None
+        data = read_json(path, "a result-matrix JSON")
         return cls.from_dict(data, source=path)

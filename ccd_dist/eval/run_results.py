@@ -13,7 +13,7 @@ import math
 import numbers
 
 from ccd_dist.errors import InputError
-from ccd_dist.io import atomic_write_text
+from ccd_dist.io import atomic_write_text, read_json
 
 from .metrics import DEFAULT_KS, arg_error, check_ks
 from .protocol import EVAL_SPLITS
@@ -217,15 +217,5 @@ class RunResults:
 
     @classmethod
     def load(cls, path) -> "RunResults":
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            raise InputError("file not found (expected a ccd-dist results.json)", path=path) from None
-        except IsADirectoryError:
-            raise InputError("is a directory (expected a ccd-dist results.json)", path=path) from None
-        except UnicodeDecodeError:
-            raise InputError("not a UTF-8 text file (expected a ccd-dist results.json)", path=path) from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", path=path, where=f"line {exc.lineno}") from None
+        data = read_json(path, "a ccd-dist results.json")
         return cls.from_dict(data, source=path)

@@ -15,11 +15,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 
 from ..ccd.ensemble import TeacherLists, build_rank_ensemble, evaluate_teacher, member_from_model, stream_cover
 from ..ccd.kd import distill
-from ..config import TrainJobConfig, to_dict
+from ..config import to_dict
 from ..io import atomic_write_json
 from ..models import Recommender, build_model
 from ..resources import peak_rss_mb
@@ -80,7 +79,8 @@ def new_user_metrics(ranker, stream, k: int) -> dict | None:
     return {split: evaluate_new_users_ranker(ranker, stream, k, split=split) for split in ("valid", "test")}
 
 
-def ensemble_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, member_fps: list) -> tuple[TeacherLists, dict, str]:
+def ensemble_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, member_fps: list) -> tuple[dict, str]:
+    """E_k: the rank ensemble's lists (saved, for the stages that read them) -> (its metrics, fingerprint)."""
     fp = fingerprint("ensemble", member_fps, cfg.teacher.list_size, cfg.teacher.top_users)
     path = run.stage(k, "ensemble")
     if not run.is_done(k, "ensemble", fp):
@@ -102,7 +102,7 @@ def ensemble_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, member_fps:
             "valid": evals[k]["valid"], "test": evals[k]["test"], "per_block": evals, "new_users": new_users,
             "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()})
         run.finish(k, "ensemble", fp, {"lists": "lists.npz"})
-    return TeacherLists.load(path / "lists.npz"), json.loads((path / "metrics.json").read_text()), fp
+    return json.loads((path / "metrics.json").read_text()), fp
 
 
 def student_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, name: str, fp: str, lists=None) -> dict:
@@ -147,7 +147,7 @@ def run_base(stream, cfg: PipelineConfig, run_root, data_fp: str, k: int = 0, po
         if own_pool:
             pool.close()
     member_fps = [members[s.name]["fingerprint"] for s in cfg.teacher.specs()]
-    _, ensemble, ens_fp = ensemble_stage(stream, k, cfg, run, member_fps)
+    ensemble, ens_fp = ensemble_stage(stream, k, cfg, run, member_fps)
     student = dataclasses.asdict(cfg.student)
     kd = student_stage(stream, k, cfg, run, "kd", fingerprint("kd", ens_fp, student, dataclasses.asdict(cfg.kd)),
                        lists=TeacherLists.load(run.stage(k, "ensemble") / "lists.npz"))

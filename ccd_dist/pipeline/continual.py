@@ -12,9 +12,9 @@ unfinished stage and recomputes exactly what a changed input invalidates.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 
+import numpy as np
 import scipy.sparse as sp
 
 from ..ccd.ensemble import TeacherLists
@@ -50,8 +50,6 @@ def exclusion_lists(models, train, n: int = 40) -> sp.csr_matrix:
         cols.append(top[r, c])
     if not rows:
         return sp.csr_matrix((n_users, n_items), dtype="float32")
-    import numpy as np
-
     r = np.concatenate(rows)
     c = np.concatenate(cols).astype(np.int64)
     mat = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(n_users, n_items))
@@ -169,9 +167,5 @@ def run_block(stream, k: int, cfg: PipelineConfig, run: RunDir, fps: dict, pool)
     """One continual block of CCD: S_update, T_update, Ensemble, KD (§0 order)."""
     fps[(k, "student_update")] = student_update_stage(stream, k, cfg, run, fps)
     member_fps = teacher_update_stage(stream, k, cfg, run, fps, pool)
-    _, _, fps[(k, "ensemble")] = ensemble_stage(stream, k, cfg, run, member_fps)
+    _, fps[(k, "ensemble")] = ensemble_stage(stream, k, cfg, run, member_fps)
     fps[(k, "kd")] = kd_stage(stream, k, cfg, run, fps)
-
-
-def read_json(path):
-    return json.loads(path.read_text())

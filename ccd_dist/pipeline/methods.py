@@ -20,15 +20,19 @@ import time
 import scipy.sparse as sp
 
 from ..ccd.student_update import finetune_config, update_student
+from ..ccd.teacher_update import update_teacher_member
 from ..config import apply_overrides, to_dict
 from ..data import Block
 from ..errors import InputError
+from ..eval.metrics import resize_csr
 from ..io import atomic_write_json
 from ..models import Recommender, build_model
 from ..resources import peak_rss_mb
 from ..training.loop import fit
 from ..training.static import block_evaluator
 from .artifacts import RunDir, fingerprint
+from .base import _say, new_user_metrics
+from .continual import evaluate_model
 
 CCD_VARIANTS = {
     "ccd": [],
@@ -54,22 +58,15 @@ def apply_method(cfg, method: str) -> None:
 def cumulative_block(stream, k: int) -> Block:
     """Block k's splits with the train split replaced by the union of train splits 0..k."""
     block = stream[k]
-    train = sum((_pad(stream[j].train, block.train.shape) for j in range(k + 1)),
+    train = sum((resize_csr(stream[j].train, *block.train.shape, "train") for j in range(k + 1)),
                 sp.csr_matrix(block.train.shape, dtype="float32")).tocsr()
     train.sum_duplicates()
     train.data[:] = 1.0
     return dataclasses.replace(block, train=train)
 
 
-def _pad(mat, shape):
-    mat = mat.tocoo()
-    return sp.csr_matrix((mat.data, (mat.row, mat.col)), shape=shape)
-
-
 def student_baseline_stage(stream, k: int, cfg, run: RunDir, method: str, fps: dict) -> str:
     """One block of a student-only baseline: the student of block k from that of block k-1."""
-    from ..eval import evaluate_stream
-
     name = f"student_{method}"
     prev_fp = fps[(k - 1, name)] if k > 1 else fps[(0, "kd")]
     fp = fingerprint(name, prev_fp, k, to_dict(cfg.student_update), to_dict(cfg.teacher_update),
@@ -77,8 +74,6 @@ def student_baseline_stage(stream, k: int, cfg, run: RunDir, method: str, fps: d
     fps[(k, name)] = fp
     if run.is_done(k, name, fp):
         return fp
-    from .base import _say, new_user_metrics
-
     _say(f"block {k}: {method} student")
     started = time.perf_counter()
     prev_path = run.stage(k - 1, name) / "model.pt" if k > 1 else run.stage(0, "kd") / "model.pt"
@@ -89,8 +84,6 @@ def student_baseline_stage(stream, k: int, cfg, run: RunDir, method: str, fps: d
                                 finetune_config(**_train_fields(cfg.student_update)), evaluate)
         model, fit_result = result.student, result.fit_result
     elif method == "lwckd":
-        from ..ccd.teacher_update import update_teacher_member
-
         tcfg = dataclasses.replace(cfg.teacher_update, **_train_fields(cfg.student_update), replay=False,
                                    use_stability=False, use_plasticity=False, use_student=False, exclusion=False)
         model, fit_result = update_teacher_member(Recommender.load(prev_path), cfg.student.kind, stream, k, {},
@@ -100,22 +93,16 @@ def student_baseline_stage(stream, k: int, cfg, run: RunDir, method: str, fps: d
         model = build_model(cfg.student.kind, block.n_users, block.n_items, cfg.student.dim,
                             layers=cfg.student.layers, seed=cfg.plain.seed)
         fit_result = fit(model, union.train, cfg.plain, evaluate)
-    users, items = model.representations()
+    per_block = evaluate_model(model, stream, k)
     path = run.begin(k, name)
     model.save(path / "model.pt")
     atomic_write_json(path / "metrics.json", {
-        "per_block": evaluate_stream(users, items, stream, upto=k), "new_users": new_user_metrics(model, stream, k),
+        "per_block": per_block, "new_users": new_user_metrics(model, stream, k),
         "epochs": fit_result.epochs_run, "best_epoch": fit_result.best_epoch, "history": fit_result.history,
         "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()})
     run.finish(k, name, fp)
-    _say(f"  {method}: block {k} test recall@20={_read_test(path):.4f}")
+    _say(f"  {method}: block {k} test recall@20={per_block[k]['test']['recall@20']:.4f}")
     return fp
-
-
-def _read_test(path) -> float:
-    import json
-
-    return json.loads((path / "metrics.json").read_text())["per_block"][-1]["test"]["recall@20"]
 
 
 def _train_fields(su) -> dict:

@@ -88,7 +88,7 @@ def run_pipeline(stream, cfg: PipelineConfig, run_root, data_fp: str, blocks, me
             if method == "lwckd":
                 for k in blocks[1:]:
                     member_fps = teacher_update_stage(stream, k, cfg, run, fps, pool)
-                    _, _, fps[(k, "ensemble")] = ensemble_stage(stream, k, cfg, run, member_fps)
+                    _, fps[(k, "ensemble")] = ensemble_stage(stream, k, cfg, run, member_fps)
                     collect_results(stream, cfg, run, list(blocks), method, data).save(run.root / "results.json")
         else:
             for k in blocks[1:]:

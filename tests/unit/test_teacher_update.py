@@ -22,13 +22,7 @@ BASE = TrainConfig(lr=0.02, batch_size=256, epochs=10, eval_every=5, patience=5,
 UPDATE = TeacherUpdateConfig(lr=0.01, batch_size=256, epochs=6, eval_every=2, patience=2, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread avoids thread-pool overhead on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
