@@ -98,6 +98,7 @@ class StudentUpdateConfig(TrainConfig):
     random_init: bool = False
     replay_reference: str = "distilled"  # distilled (fidelity, B6) | current
     resample_after_eval: bool = True
+    select_over: str = "block"  # block: valid of block k | seen: mean over blocks 0..k (--eaa)
 
 
 def finetune_config(**overrides) -> StudentUpdateConfig:

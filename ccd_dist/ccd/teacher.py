@@ -105,7 +105,7 @@ class MemberWorker:
         """
         from ..eval import evaluate_stream
         from ..models import Recommender
-        from ..training.static import block_evaluator
+        from ..training.static import selection_evaluator
         from .ensemble import TeacherLists
 
         started = time.perf_counter()
@@ -119,7 +119,7 @@ class MemberWorker:
             from .vae_update import update_vae_member as update
         else:
             from .teacher_update import update_teacher_member as update
-        evaluate = block_evaluator(stream[k], "valid", 4096)
+        evaluate = selection_evaluator(stream, k, cfg.select_over)
         cfg = dataclasses.replace(cfg, seed=self.spec.seed)  # each member draws its own samples, as §2.4 seeds
         self.model, result = update(self.model, self.spec.kind, stream, k, side, lists_prev, cfg, evaluate,
                                     log=_jsonl_logger(log_path))

@@ -101,6 +101,7 @@ class TeacherUpdateConfig(TrainConfig):
     random_init: bool = False
     vae_replay_value: float = 0.1  # VAE_replay_learning_value
     kl_lambda: float = 1.0
+    select_over: str = "block"  # block: valid of block k | seen: mean over blocks 0..k (--eaa)
 
 
 # ----------------------------------------------------------------------------- student side

@@ -43,7 +43,7 @@ def _run(args) -> int:
     from ..data import load_stream, make_synthetic_stream
     from .artifacts import file_fingerprint, fingerprint
     from .base import format_base_table, run_base
-    from .config import preset_config
+    from .config import check_choices, preset_config
 
     if args.data:
         stream = load_stream(args.data)
@@ -65,6 +65,7 @@ def _run(args) -> int:
 
     apply_method(cfg, args.method)
     apply_overrides(cfg, args.overrides)
+    check_choices(cfg)
     if args.base_from:
         copy_base(Path(args.base_from), Path(args.out))
     if blocks == [0]:

@@ -118,6 +118,19 @@ class PipelineConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
+def check_choices(cfg: PipelineConfig) -> None:
+    """Reject a bad choice-valued key before any work starts (not blocks later)."""
+    from ..ccd.student_update import REFERENCES
+    from ..training.static import SELECT_OVER
+
+    choices = {"student_update.select_over": (cfg.student_update.select_over, SELECT_OVER),
+               "teacher_update.select_over": (cfg.teacher_update.select_over, SELECT_OVER),
+               "student_update.replay_reference": (cfg.student_update.replay_reference, REFERENCES)}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise InputError(f"{key} must be one of {', '.join(allowed)}, got {value!r}", path=key)
+
+
 def preset_config(preset: str) -> PipelineConfig:
     """Defaults of one dataset preset (§2.4, §3.1, §7.1)."""
     if preset not in PRESETS:

@@ -25,7 +25,7 @@ from ..io import atomic_write_json
 from ..models import Recommender, build_model
 from ..ranking import topk
 from ..resources import peak_rss_mb
-from ..training.static import block_evaluator
+from ..training.static import block_evaluator, selection_evaluator
 from .artifacts import RunDir, fingerprint
 from .base import _say, ensemble_stage, new_user_metrics
 from .config import PipelineConfig, block_schedule
@@ -86,9 +86,9 @@ def student_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict)
     stability = _load_optional(prev / "stability.pt") if k >= 2 else None
     plasticity = _load_optional(prev / "plasticity.pt") if k >= 2 else None
     lists_prev = TeacherLists.load(run.stage(k - 1, "ensemble") / "lists.npz")
-    block = stream[k]
-    result = update_student(distilled, stability, plasticity, stream, k, lists_prev,
-                            block_schedule(cfg, k).student, block_evaluator(block, "valid", 4096))
+    schedule = block_schedule(cfg, k).student
+    result = update_student(distilled, stability, plasticity, stream, k, lists_prev, schedule,
+                            selection_evaluator(stream, k, schedule.select_over))
     path = run.begin(k, "student_update")
     result.student.save(path / "student.pt")
     for name in ("stability", "plasticity"):

@@ -29,7 +29,7 @@ from ..io import atomic_write_json
 from ..models import Recommender, build_model
 from ..resources import peak_rss_mb
 from ..training.loop import fit
-from ..training.static import block_evaluator
+from ..training.static import selection_evaluator
 from .artifacts import RunDir, fingerprint
 from .base import _say, new_user_metrics
 from .continual import evaluate_model
@@ -78,7 +78,7 @@ def student_baseline_stage(stream, k: int, cfg, run: RunDir, method: str, fps: d
     started = time.perf_counter()
     prev_path = run.stage(k - 1, name) / "model.pt" if k > 1 else run.stage(0, "kd") / "model.pt"
     block = stream[k]
-    evaluate = block_evaluator(block, "valid", 4096)
+    evaluate = selection_evaluator(stream, k, cfg.student_update.select_over)
     if method == "ft":
         result = update_student(Recommender.load(prev_path), None, None, stream, k, None,
                                 finetune_config(**_train_fields(cfg.student_update)), evaluate)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import TrainJobConfig, to_dict
 from ..data import Block
+from ..errors import InputError
 from ..eval import evaluate_block
 from ..io import atomic_directory
 from ..models import build_model
@@ -20,6 +21,29 @@ def block_evaluator(block: Block, split: str, chunk: int):
     def evaluate(model) -> dict:
         users, items = model.representations()
         return evaluate_block(users, items, block, split=split, chunk_size=chunk)
+
+    return evaluate
+
+
+SELECT_OVER = ("block", "seen")
+
+
+def selection_evaluator(stream, k: int, over: str, chunk: int = 4096):
+    """The metrics a continual stage selects its best epoch on (valid split).
+
+    ``over="block"``: block k only, the reference's default. ``over="seen"``: each
+    metric averaged over blocks 0..k, the reference's ``--eaa`` switch, which
+    lets stability count in the choice of epoch.
+    """
+    if over not in SELECT_OVER:
+        raise InputError(f"select_over must be one of {SELECT_OVER}, got {over!r}", where="select_over")
+    if over == "block":
+        return block_evaluator(stream[k], "valid", chunk)
+
+    def evaluate(model) -> dict:
+        users, items = model.representations()
+        per_block = [evaluate_block(users, items, stream[j], split="valid", chunk_size=chunk) for j in range(k + 1)]
+        return {name: sum(m[name] for m in per_block) / len(per_block) for name in per_block[-1]}
 
     return evaluate
 

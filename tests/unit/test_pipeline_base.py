@@ -57,6 +57,12 @@ def test_run_rejects_bad_arguments(store, tmp_path, capsys):
     assert main(["run", "--data", str(store), "--out", str(tmp_path / "r"), "--set", "kd.lrr=1"]) == 2
     assert "kd.lr" in capsys.readouterr().err
     assert main(["run", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    capsys.readouterr()
+    assert main(["run", "--data", str(store), "--out", str(tmp_path / "r"),
+                 "--set", "teacher_update.select_over=all"]) == 2
+    err = capsys.readouterr().err
+    assert "teacher_update.select_over" in err and "block, seen" in err
+    assert not (tmp_path / "r").exists()  # rejected before anything is written
 
 
 def test_base_from_reuses_the_base_stage(store, tmp_path, capsys):

@@ -7,7 +7,8 @@ import pytest
 from ccd_dist.cli import main
 from ccd_dist.config import TrainConfig, TrainJobConfig
 from ccd_dist.data import make_synthetic_stream, save_stream
-from ccd_dist.training.static import train_on_block
+from ccd_dist.errors import InputError
+from ccd_dist.training.static import block_evaluator, selection_evaluator, train_on_block
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,17 @@ def test_train_cli_rejects_unknown_key_without_writing(store, tmp_path, capsys):
     assert not out.exists()
     rc = main(["train", "--data", str(store), "--block", "7", "--out", str(out)])
     assert rc == 2 and not out.exists()
+
+
+def test_selection_over_seen_blocks_averages_the_valid_splits(stream):
+    """select_over="seen" (the reference's --eaa) scores an epoch by the mean over blocks 0..k."""
+    model, _, _ = train_on_block(stream.blocks[1], _job("bpr", epochs=2))
+    per_block = [block_evaluator(stream.blocks[j], "valid", 64)(model) for j in (0, 1)]
+    seen = selection_evaluator(stream, 1, "seen", 64)(model)
+    assert set(seen) == set(per_block[1])
+    for name, value in seen.items():
+        assert value == pytest.approx((per_block[0][name] + per_block[1][name]) / 2)
+    assert per_block[0]["recall@20"] != per_block[1]["recall@20"]  # the average is not one block's value
+    assert selection_evaluator(stream, 1, "block", 64)(model) == per_block[1]
+    with pytest.raises(InputError, match="select_over"):
+        selection_evaluator(stream, 1, "all", 64)
