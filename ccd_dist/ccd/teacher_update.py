@@ -14,7 +14,8 @@ student updated on block k), and E_{k-1} as ``TeacherLists``.
    model independent: pass ``before_graphs`` to share it between members) and
    ``lwckd.BeforeSnapshot`` of the member on its block k-1 graph.
 3. Growth (§6.3): a copy of the member grown to U_k x I_k with the §5.3 rows
-   computed from its own tables (``growth.grow_with_init``), block k's graph.
+   computed from its own tables (``growth.grow_with_init``), block k's graph
+   (or, with ``graph="cumulative"``, blocks 0..k's: ``member_graph``).
 4. Replay set (§6.4): for each source X in S, P (old users, candidates without
    block k-1 / k train items) and the updated student (all users, unfiltered),
    ``replay.sample_replay`` against the *current* teacher's ranks with
@@ -65,6 +66,7 @@ from .lwckd import BeforeGraphs, BeforeSnapshot, LWCKDTerm
 from .replay import ReplayPass, merge_replay, sample_replay
 
 SIDE_KEYS = ("stability", "plasticity", "student")
+GRAPHS = ("block", "cumulative")
 
 
 @dataclass
@@ -101,7 +103,26 @@ class TeacherUpdateConfig(TrainConfig):
     random_init: bool = False
     vae_replay_value: float = 0.1  # VAE_replay_learning_value
     kl_lambda: float = 1.0
+    graph: str = "block"  # LightGCN members propagate on: block (block k's train, §1.4) | cumulative (blocks 0..k)
     select_over: str = "block"  # block: valid of block k | seen: mean over blocks 0..k (--eaa)
+
+
+def member_graph(stream, k: int, graph: str, kind: str):
+    """The interactions a member of `kind` holds at block k.
+
+    ``graph="block"`` is the reference (§1.4): block k's train edges, so an old
+    user without block-k interactions is an isolated LightGCN node and the
+    member's ranking of old blocks collapses although its weights still rank
+    them well on their own graph (docs/results.md). ``"cumulative"`` lets a
+    LightGCN member propagate on the union of train splits 0..k (a deliberate
+    departure: the teacher is the server-side system, which keeps the history).
+    BPR-MF ignores the graph; Mult-VAE keeps block k's rows as its input.
+    """
+    if graph not in GRAPHS:
+        raise InputError(f"graph must be one of {GRAPHS}, got {graph!r}", where="teacher_update.graph")
+    if kind == "lightgcn" and graph == "cumulative":
+        return stream.train_upto(k)
+    return stream[k].train
 
 
 # ----------------------------------------------------------------------------- student side
@@ -203,10 +224,11 @@ def active_items(block) -> np.ndarray:
     return np.flatnonzero(np.bincount(block.train.indices, minlength=block.n_items)).astype(np.int64)
 
 
-def grown_only(model, block, cfg: TeacherUpdateConfig) -> tuple:
+def grown_only(model, block, graph, cfg: TeacherUpdateConfig) -> tuple:
     """``epochs = 0`` ("CCD without teacher update"): a copy grown to block k, nothing trained."""
     teacher = copy.deepcopy(model)
     grow_with_init(teacher, block.train, block.n_users, block.n_items, cfg.init_topk, cfg.random_init)
+    teacher.set_interactions(graph)
     return teacher.eval(), FitResult(epochs_run=0)
 
 
@@ -225,8 +247,9 @@ def update_teacher_member(model, spec_kind: str, stream, k: int, student_side: d
                                  log=log)
     check_member(model, spec_kind, stream, k, ("bpr", "lightgcn"))
     prev, block = stream[k - 1], stream[k]
+    graph = member_graph(stream, k, cfg.graph, model.kind)
     if cfg.epochs <= 0:
-        return grown_only(model, block, cfg)
+        return grown_only(model, block, graph, cfg)
     sources = side_sources(student_side, cfg, k)
     _check_side(sources, stream, k)
 
@@ -244,8 +267,9 @@ def update_teacher_member(model, spec_kind: str, stream, k: int, student_side: d
     if cfg.use_lwckd:
         graphs = before_graphs if before_graphs is not None else BeforeGraphs.shared(prev.train)
         check_previous_block_size(graphs, stream, k, "before_graphs", "before_graphs")
-        snapshot = BeforeSnapshot.capture(teacher, prev.train)
+        snapshot = BeforeSnapshot.capture(teacher, member_graph(stream, k - 1, cfg.graph, model.kind))
     grow_with_init(teacher, block.train, block.n_users, block.n_items, cfg.init_topk, cfg.random_init)
+    teacher.set_interactions(graph)
     teacher.train()
     if cfg.use_lwckd:
         term = LWCKDTerm(teacher, snapshot, graphs, active_items(block), temperature=cfg.temperature,
@@ -259,6 +283,6 @@ def update_teacher_member(model, spec_kind: str, stream, k: int, student_side: d
                                  resample_after=resample_rule(cfg), reduction=cfg.loss_reduction)
         replay_pass.ensure(teacher)  # drawn against the grown teacher, before any training
         passes.insert(0, replay_pass)
-    result: FitResult = fit(teacher, block.train, cfg.train_config(), evaluate, exclude=exclude,
+    result: FitResult = fit(teacher, block.train, cfg.train_config(), evaluate, exclude=exclude, graph=graph,
                             batch_terms=terms, extra_passes=tuple(passes), extra_params=params, log=log)
     return teacher, result

@@ -197,7 +197,7 @@ def update_vae_member(model, spec_kind: str, stream, k: int, student_side: dict,
     check_member(model, spec_kind, stream, k, ("vae",))
     prev, block = stream[k - 1], stream[k]
     if cfg.epochs <= 0:
-        return grown_only(model, block, cfg)
+        return grown_only(model, block, block.train, cfg)
     sources = side_sources(student_side, cfg, k)
     _check_side(sources, stream, k)
 

@@ -96,6 +96,13 @@ class Stream:
         lo = self.blocks[k - 1].n_items if k > 0 else 0
         return np.arange(lo, self.blocks[k].n_items, dtype=np.int64)
 
+    def train_upto(self, k: int) -> sp.csr_matrix:
+        """The union of the train splits of blocks 0..k, binary, at block k's shape."""
+        block = self.blocks[k]
+        coo = [self.blocks[j].train.tocoo() for j in range(k + 1)]
+        return interactions_to_csr(np.concatenate([c.row for c in coo]), np.concatenate([c.col for c in coo]),
+                                   block.n_users, block.n_items)
+
     def validate(self) -> None:
         """Check shapes and that the id space only grows."""
         if not self.blocks:

@@ -18,6 +18,7 @@ import time
 
 from ..ccd.ensemble import TeacherLists, build_rank_ensemble, evaluate_teacher, member_from_model, stream_cover
 from ..ccd.kd import distill
+from ..ccd.teacher_update import member_graph
 from ..config import to_dict
 from ..io import atomic_write_json
 from ..models import Recommender, build_model
@@ -90,7 +91,7 @@ def ensemble_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, member_fps:
         block = stream[k]
         members = []
         for spec, model in zip(cfg.teacher.specs(), models):
-            model.set_interactions(block.train)
+            model.set_interactions(member_graph(stream, k, cfg.teacher_update.graph, model.kind))
             members.append(member_from_model(spec.name, model))
         lists = build_rank_ensemble(members, block.train, cover=stream_cover(stream, k),
                                     list_size=cfg.teacher.list_size, n_top_users=cfg.teacher.top_users)

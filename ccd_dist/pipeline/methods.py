@@ -17,14 +17,12 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import scipy.sparse as sp
 
 from ..ccd.student_update import finetune_config, update_student
 from ..ccd.teacher_update import update_teacher_member
 from ..config import apply_overrides, to_dict
 from ..data import Block
 from ..errors import InputError
-from ..eval.metrics import resize_csr
 from ..io import atomic_write_json
 from ..models import Recommender, build_model
 from ..resources import peak_rss_mb
@@ -57,12 +55,7 @@ def apply_method(cfg, method: str) -> None:
 
 def cumulative_block(stream, k: int) -> Block:
     """Block k's splits with the train split replaced by the union of train splits 0..k."""
-    block = stream[k]
-    train = sum((resize_csr(stream[j].train, *block.train.shape, "train") for j in range(k + 1)),
-                sp.csr_matrix(block.train.shape, dtype="float32")).tocsr()
-    train.sum_duplicates()
-    train.data[:] = 1.0
-    return dataclasses.replace(block, train=train)
+    return dataclasses.replace(stream[k], train=stream.train_upto(k))
 
 
 def student_baseline_stage(stream, k: int, cfg, run: RunDir, method: str, fps: dict) -> str:
@@ -85,7 +78,8 @@ def student_baseline_stage(stream, k: int, cfg, run: RunDir, method: str, fps: d
         model, fit_result = result.student, result.fit_result
     elif method == "lwckd":
         tcfg = dataclasses.replace(cfg.teacher_update, **_train_fields(cfg.student_update), replay=False,
-                                   use_stability=False, use_plasticity=False, use_student=False, exclusion=False)
+                                   use_stability=False, use_plasticity=False, use_student=False, exclusion=False,
+                                   graph="block")  # a student: block k's graph, whatever the teacher's
         model, fit_result = update_teacher_member(Recommender.load(prev_path), cfg.student.kind, stream, k, {},
                                                   None, tcfg, evaluate)
     else:  # retrain

@@ -103,6 +103,7 @@ def fit(
     extra_params=(),
     log: Callable[[dict], None] | None = None,
     monitor: Callable[[torch.nn.Module], dict] | None = None,
+    graph=None,
 ) -> FitResult:
     """Train `model` on the CSR `train` for up to `cfg.epochs` epochs.
 
@@ -112,9 +113,11 @@ def fit(
     Early stopping after `cfg.patience` evaluations without improvement.
     `monitor(model)` runs at the same points and is only recorded (e.g. test
     metrics of a split without validation data); it never selects a model.
+    `graph`: the interactions the model holds while training (LightGCN's graph);
+    default `train`, the pairs BPR samples from.
     """
     torch.manual_seed(cfg.seed)
-    model.set_interactions(train)
+    model.set_interactions(train if graph is None else graph)
     optimizer = make_optimizer(model, cfg, extra_params)
     result = FitResult()
     best_state = None

@@ -183,3 +183,36 @@ def test_zero_epochs_only_grows_the_member(stream, kind):
     old_items = member.representations()[1].numpy()
     np.testing.assert_array_equal(grown.representations()[1].numpy()[: b0.n_items], old_items)
     assert (grown.interactions != b1.train).nnz == 0
+
+
+def _same_pattern(a, b) -> bool:
+    return a.shape == b.shape and (a != b).nnz == 0
+
+
+def test_cumulative_graph_keeps_old_edges_for_lightgcn_only(stream, side):
+    """graph="cumulative": a LightGCN member propagates on train 0..k, BPR-MF is unaffected."""
+    torch.set_num_threads(1)
+    b1 = stream[1]
+    union = stream.train_upto(1)
+    assert union.nnz > b1.train.nnz and (union.multiply(b1.train)).nnz == b1.train.nnz
+    member, lists = base_member(stream, "lightgcn")
+    cfg = dataclasses.replace(UPDATE, epochs=2, graph="cumulative")
+    updated, _ = update_teacher_member(member, "lightgcn", stream, 1, side, lists, cfg, None)
+    assert _same_pattern(updated.interactions, union)
+    block_only, _ = update_teacher_member(member, "lightgcn", stream, 1, side, lists,
+                                          dataclasses.replace(cfg, graph="block"), None)
+    assert _same_pattern(block_only.interactions, b1.train)
+    # Old users without a block-1 train edge are isolated nodes only on the block graph.
+    idle = np.flatnonzero((np.diff(b1.train.indptr) == 0) & (np.diff(union.indptr) > 0))
+    assert len(idle) > 0
+    users_c, _ = updated.representations()
+    scale = 1.0 / (updated.layers + 1)  # an isolated node keeps E^0 / (L+1)
+    raw = updated.embedding.weight.detach()[torch.from_numpy(idle)]
+    assert not torch.allclose(users_c[torch.from_numpy(idle)], raw * scale)
+
+    bpr, bpr_lists = base_member(stream, "bpr")
+    grown, _ = update_teacher_member(bpr, "bpr", stream, 1, side, bpr_lists,
+                                     dataclasses.replace(cfg, epochs=0), None)
+    assert _same_pattern(grown.interactions, b1.train)
+    with pytest.raises(InputError, match="graph"):
+        update_teacher_member(member, "lightgcn", stream, 1, side, lists, dataclasses.replace(cfg, graph="all"), None)
