@@ -177,8 +177,9 @@ def new_entity_rows(user_table, item_table, train_k, n_old_users: int, n_old_ite
 
 
 def grow_with_init(model, train_k, n_users_k: int, n_items_k: int, topk: int = DEFAULT_TOPK,
-                   random_init: bool = False):
-    """Grow `model` to (n_users_k, n_items_k) with §5.3 rows for the new ids; set block k's graph.
+                   random_init: bool = False, graph=None):
+    """Grow `model` to (n_users_k, n_items_k) with §5.3 rows for the new ids; set block k's graph
+    (or `graph`, e.g. a LightGCN teacher's cumulative one).
 
     BPR-MF / LightGCN: ``new_entity_rows`` on the raw layer-0 tables.
     Mult-VAE (users are inputs, not parameters; only items grow): a new
@@ -207,5 +208,5 @@ def grow_with_init(model, train_k, n_users_k: int, n_items_k: int, topk: int = D
         user_rows, item_rows = new_entity_rows(model.user_table, model.item_table, train_k, model.n_users,
                                                model.n_items, topk)
         model.grow(n_users_k, n_items_k, {"user": user_rows, "item": item_rows})
-    model.set_interactions(train_k)
+    model.set_interactions(train_k if graph is None else graph)
     return model

@@ -227,8 +227,7 @@ def active_items(block) -> np.ndarray:
 def grown_only(model, block, graph, cfg: TeacherUpdateConfig) -> tuple:
     """``epochs = 0`` ("CCD without teacher update"): a copy grown to block k, nothing trained."""
     teacher = copy.deepcopy(model)
-    grow_with_init(teacher, block.train, block.n_users, block.n_items, cfg.init_topk, cfg.random_init)
-    teacher.set_interactions(graph)
+    grow_with_init(teacher, block.train, block.n_users, block.n_items, cfg.init_topk, cfg.random_init, graph)
     return teacher.eval(), FitResult(epochs_run=0)
 
 
@@ -268,8 +267,7 @@ def update_teacher_member(model, spec_kind: str, stream, k: int, student_side: d
         graphs = before_graphs if before_graphs is not None else BeforeGraphs.shared(prev.train)
         check_previous_block_size(graphs, stream, k, "before_graphs", "before_graphs")
         snapshot = BeforeSnapshot.capture(teacher, member_graph(stream, k - 1, cfg.graph, model.kind))
-    grow_with_init(teacher, block.train, block.n_users, block.n_items, cfg.init_topk, cfg.random_init)
-    teacher.set_interactions(graph)
+    grow_with_init(teacher, block.train, block.n_users, block.n_items, cfg.init_topk, cfg.random_init, graph)
     teacher.train()
     if cfg.use_lwckd:
         term = LWCKDTerm(teacher, snapshot, graphs, active_items(block), temperature=cfg.temperature,

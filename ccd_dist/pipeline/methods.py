@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import time
 
-
 from ..ccd.student_update import finetune_config, update_student
 from ..ccd.teacher_update import update_teacher_member
 from ..config import apply_overrides, to_dict
