@@ -15,7 +15,7 @@ from .fullrank import accumulate_rank_weights, rank_rows
 from .metrics import count_hits_dcg
 from .ranks import rank_of_candidates
 from .sampling import sample_negatives
-from .softmax import softmax_rows_
+from .softmax import exp_rows_
 from .subsets import sample_subset_bits
 from .topk import masked_topk
 
@@ -27,5 +27,5 @@ __all__ = [
     "accumulate_rank_weights",
     "sample_subset_bits",
     "count_hits_dcg",
-    "softmax_rows_",
+    "exp_rows_",
 ]

@@ -29,8 +29,9 @@ unique before users (UI, UU) or unique before positive items (IU, II):
 
 sum_j r_j log p_j = (t . sum_j r_j n_j) / T - (sum_j r_j) logsumexp_j(t . n_j / T),
 so only a row logsumexp needs the full [batch, n_before] score matrix
-(``RowLogSumExp``: one fused softmax kernel; the softmax rows are kept for the
-backward up to a memory budget, beyond it recomputed in row chunks).
+(``RowLogSumExp``: one product with a per-row bound folded in and one exp pass;
+the exponentials are kept for the backward up to a memory budget, beyond it
+recomputed in row chunks).
 
 PIW (personalised imitation weights). G(e) = softmax_c(e . (mu_c W_c)) with
 centres mu_c and a d x d matrix W_c per cluster (CSTM); the state
@@ -80,7 +81,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..kernels.softmax import softmax_rows_
+from ..kernels.softmax import exp_rows_
 from ..models.graph import binary_csr
 from .ensemble import csr_fingerprint
 
@@ -272,7 +273,7 @@ class BeforeSnapshot:
 
 # ----------------------------------------------------------------------------- LWC-KD rows
 class ScoreBuffers:
-    """Reusable float32 buffers for ``RowLogSumExp``'s [rows, N] score / softmax matrices.
+    """Reusable buffers for ``RowLogSumExp``'s [rows, N] score / softmax matrices.
 
     A fresh 50-300 MB tensor per call costs about as much in page faults as the
     product that fills it, and a teacher update makes hundreds of calls of a few
@@ -283,15 +284,22 @@ class ScoreBuffers:
         self.free: list = []
         self.max_free = max_free
 
-    def take(self, rows: int, cols: int) -> tuple:
+    def take(self, rows: int, cols: int, dtype=torch.float32) -> tuple:
         """(buffer, [rows, cols] view of it); give the buffer back when done."""
         need = rows * cols
-        fits = [i for i, b in enumerate(self.free) if b.numel() >= need]
+        fits = [i for i, b in enumerate(self.free) if b.numel() >= need and b.dtype == dtype]
         if fits:
             buf = self.free.pop(min(fits, key=lambda i: self.free[i].numel()))
         else:
-            buf = torch.empty(need + need // 4)  # headroom: batch sizes vary a little
+            buf = torch.empty(need + need // 4, dtype=dtype)  # headroom: batch sizes vary a little
         return buf, buf[:need].view(rows, cols)
+
+    def take_like(self, x, dtype) -> tuple:
+        """(buffer or None, `x` converted to `dtype` in a pooled buffer when there is a pool)."""
+        if self is None or x.device.type != "cpu":
+            return None, x.to(dtype)
+        buf, out = self.take(x.shape[0], x.shape[1], dtype)
+        return buf, out.copy_(x)
 
     def give(self, buf) -> None:
         self.free.append(buf)
@@ -299,73 +307,113 @@ class ScoreBuffers:
             self.free.remove(min(self.free, key=lambda b: b.numel()))
 
 
-def _softmax_scores(t, n, scale: float, buffers=None):
-    """(buffer or None, softmax_j(scale * <t_r, n_j>) rows [B, N], logsumexp per row [B])."""
+PRECISIONS = ("float32", "bfloat16")
+SAFE_SHIFT = 40.0  # exp(-2 x 40) is far from float32's underflow: a bound this loose still sums exactly
+
+
+def _shifted_scores(t, n, scale: float, out, dtype, buffers=None):
+    """scale * <t_r, n_j> - shift_r, and shift_r, with every entry <= 0 (no overflow in exp).
+
+    shift_r = scale |t_r| max_j |n_j| bounds row r from above (Cauchy-Schwarz), so
+    no max pass over the matrix is needed; in float32 it is folded into the product.
+    Should a bound be so loose that a row could underflow (> SAFE_SHIFT), the
+    row's exact max is used instead.
+    """
+    ts = t * scale
+    shift = ts.norm(dim=1) * n.norm(dim=1).max() if len(n) else t.new_zeros(len(t))
+    if dtype == torch.float32 or t.dtype != torch.float32:
+        scores = torch.addmm(-shift[:, None], ts, n.T, **({"out": out} if out is not None else {}))
+    else:  # bf16 operands, the shift applied in float32
+        low_buf, low = (buffers.take(len(t), len(n), dtype) if buffers is not None else (None, None))
+        low = torch.mm(ts.to(dtype), n.to(dtype).T, **({"out": low} if low is not None else {}))
+        scores = out.copy_(low) if out is not None else low.float()
+        scores.sub_(shift[:, None])
+        if low_buf is not None:
+            buffers.give(low_buf)
+    if len(n) and float(shift.max()) > SAFE_SHIFT:
+        top = scores.amax(dim=1)
+        scores.sub_(top[:, None])
+        shift = shift + top
+    return scores, shift
+
+
+def _exp_scores(t, n, scale: float, buffers=None, dtype=torch.float32):
+    """(buffer or None, e [B, N], row sums of e [B], logsumexp per row [B]); softmax rows = e / sums."""
     if t.device.type == "cpu" and t.dtype == torch.float32:
-        buf, scores = buffers.take(t.shape[0], n.shape[0]) if buffers is not None else (None, None)
-        scores = torch.mm(t, n.T, out=scores) if scores is not None else t @ n.T
-        lse = softmax_rows_(scores.numpy(), scale)  # in place: scores become probabilities
-        return buf, scores, torch.from_numpy(lse)
-    scores = (t @ n.T) * scale
-    lse = torch.logsumexp(scores, dim=1)
-    return None, torch.exp(scores - lse[:, None]), lse
+        buf, out = buffers.take(t.shape[0], n.shape[0]) if buffers is not None else (None, None)
+        scores, shift = _shifted_scores(t, n, scale, out, dtype, buffers)
+        total = torch.from_numpy(exp_rows_(scores.numpy()))  # in place: scores become e
+        return buf, scores, total, shift + torch.log(total)
+    scores, shift = _shifted_scores(t, n, scale, None, dtype)
+    e = torch.exp(scores)
+    total = e.sum(dim=1)
+    return None, e, total, shift + torch.log(total)
 
 
 class RowLogSumExp(torch.autograd.Function):
     """logsumexp_j(scale * <t_r, n_j>) per row r, with its gradients.
 
     The backward needs the softmax rows p_r (d lse_r / d t_r = scale * sum_j p_rj n_j,
-    d / d n_j = scale * sum_r p_rj t_r). They are kept from the forward when they fit
-    in ``CACHE_BUDGET`` floats, otherwise computed again chunk by chunk (memory
-    O(chunk x N)). Three matrix products per call instead of four, one fused softmax
-    kernel instead of a chain of full-matrix temporaries, and (with `buffers`) no
-    fresh allocation per call: this term is most of a teacher update's time on CPU.
+    d / d n_j = scale * sum_r p_rj t_r). The forward makes them as e_r / total_r
+    with e_r = exp(scale * <t_r, n> - shift_r) (``_shifted_scores``): one product
+    and one exp pass, the division folded into the backward's row scaling. They
+    are kept for the backward when they fit in ``CACHE_BUDGET`` floats, otherwise
+    computed again chunk by chunk (memory O(chunk x N)). With `buffers` no fresh
+    [B, N] allocation per call: this term is most of a teacher update's time on CPU.
+    `dtype` bfloat16 rounds the operands of the three products (the exp and the
+    sums stay float32): faster on CPUs with bf16 instructions (bench/bench_lwckd.py).
     """
 
     @staticmethod
-    def forward(ctx, t, n, scale: float, buffers=None):
+    def forward(ctx, t, n, scale: float, buffers=None, dtype=torch.float32):
         rows, cols = t.shape[0], n.shape[0]
         keep = rows * cols <= CACHE_BUDGET and any(ctx.needs_input_grad[:2])
         chunk = max(rows, 1) if keep else max(1, SCORE_BUDGET // max(cols, 1))
         out = torch.empty(rows, dtype=t.dtype, device=t.device)
         kept = None
         for s in range(0, rows, chunk):
-            buf, p, lse = _softmax_scores(t[s:s + chunk], n, scale, buffers)
+            buf, e, total, lse = _exp_scores(t[s:s + chunk], n, scale, buffers, dtype)
             out[s:s + chunk] = lse
             if keep:
-                kept = (buf, p)
+                kept = (buf, e, total)
             elif buf is not None:
                 buffers.give(buf)
         ctx.save_for_backward(t, n)
-        ctx.scale, ctx.chunk, ctx.kept, ctx.buffers = scale, chunk, kept, buffers
+        ctx.scale, ctx.chunk, ctx.kept, ctx.buffers, ctx.dtype = scale, chunk, kept, buffers, dtype
         return out
 
     @staticmethod
     def backward(ctx, g):
         t, n = ctx.saved_tensors
-        scale, chunk, buffers = ctx.scale, ctx.chunk, ctx.buffers
+        scale, chunk, buffers, dtype = ctx.scale, ctx.chunk, ctx.buffers, ctx.dtype
         gt = torch.zeros_like(t) if ctx.needs_input_grad[0] else None
         gn = torch.zeros_like(n) if ctx.needs_input_grad[1] else None
+        rounded = dtype != torch.float32 and t.dtype == torch.float32
+        n_low = n.to(dtype) if rounded else n
         kept, ctx.kept = ctx.kept, None  # scaled in place below: usable once
         for s in range(0, t.shape[0], chunk):
             tc = t[s:s + chunk]
-            buf, p = kept if kept is not None else _softmax_scores(tc, n, scale, buffers)[:2]
-            p.mul_((g[s:s + chunk] * scale)[:, None])
+            buf, p, total = kept if kept is not None else _exp_scores(tc, n, scale, buffers, dtype)[:3]
+            p.mul_((g[s:s + chunk] * scale / total)[:, None])  # e -> g * scale * softmax
+            low_buf, p_low = ScoreBuffers.take_like(buffers, p, dtype) if rounded else (None, p)
             if gt is not None:
-                gt[s:s + chunk] = p @ n
-            if gn is not None:
+                gt[s:s + chunk] = p_low @ n_low
+            if gn is not None and rounded:
+                gn.add_(p_low.T @ tc.to(dtype))
+            elif gn is not None:
                 gn.addmm_(p.T, tc)
-            if buf is not None:
-                buffers.give(buf)
-        return gt, gn, None, None
+            for b in (buf, low_buf):
+                if b is not None:
+                    buffers.give(b)
+        return gt, gn, None, None, None
 
 
 def neighbour_log_likelihood(target, neighbours, weights: sp.csr_matrix, temperature: float,
-                             buffers: ScoreBuffers | None = None):
+                             buffers: ScoreBuffers | None = None, dtype=torch.float32):
     """Per row r: sum_j w_rj log softmax_j(<target_r, neighbours_j> / T) / (sum_j w_rj + 1e-8).
 
     target [B, d] (old, frozen), neighbours [N, d] (present, with grad),
-    weights: scipy CSR [B, N]. Rows without weight give 0. buffers: see ``RowLogSumExp``.
+    weights: scipy CSR [B, N]. Rows without weight give 0. buffers, dtype: see ``RowLogSumExp``.
     """
     dev = neighbours.device
     coo = weights.tocoo()
@@ -379,7 +427,8 @@ def neighbour_log_likelihood(target, neighbours, weights: sp.csr_matrix, tempera
     lse = torch.zeros(b, device=dev, dtype=neighbours.dtype)
     active = torch.nonzero(total > 0).reshape(-1)
     if len(active):
-        lse = lse.index_copy(0, active, RowLogSumExp.apply(target[active], neighbours, 1.0 / temperature, buffers))
+        lse = lse.index_copy(0, active, RowLogSumExp.apply(target[active], neighbours, 1.0 / temperature,
+                                                                 buffers, dtype))
     return (weighted - total * lse) / (total + LOG_EPS)
 
 
@@ -433,8 +482,13 @@ class LWCKDTerm(nn.Module):
 
     def __init__(self, model, snapshot: BeforeSnapshot, graphs: BeforeGraphs, present_items, *,
                  temperature: float = 5.0, n_clusters: int = 10, lwckd_lambda: float = 0.01,
-                 cluster_lambda: float = 1.0, use_piw: bool = True, piw_noop: bool = False, seed: int = 0):
+                 cluster_lambda: float = 1.0, use_piw: bool = True, piw_noop: bool = False, seed: int = 0,
+                 precision: str = "float32"):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise InputError(f"lwckd_precision must be one of {PRECISIONS}, got {precision!r}",
+                             where="lwckd_precision")
+        self.dtype = getattr(torch, precision)
         if snapshot.n_layers != n_kd_layers(model):
             raise InputError(f"snapshot has {snapshot.n_layers} layers, the model needs {n_kd_layers(model)}",
                              where="snapshot")
@@ -485,7 +539,7 @@ class LWCKDTerm(nn.Module):
 
     def layer_terms(self, layer: int, present_users, present_items, users, items):
         """(UI, IU, UU, II, cluster) of one layer for batch before users / items (ids, compact)."""
-        g, T = self.graphs, self.temperature
+        g, T, buf, dt = self.graphs, self.temperature, self.buffers, self.dtype
         zero = torch.zeros((), dtype=present_users.dtype, device=present_users.device)
         ui = iu = uu = ii = zero
         n_users_p = present_users[self.user_ids_t]
@@ -494,8 +548,8 @@ class LWCKDTerm(nn.Module):
         if len(u_ids):
             ut = torch.from_numpy(u_ids).to(present_users.device)
             t_u = self.old_users[layer][ut]
-            ui_rows = neighbour_log_likelihood(t_u, n_items_p, g.rating[u_pos], T, self.buffers)
-            uu_rows = neighbour_log_likelihood(t_u, n_users_p, g.uu[u_pos], T, self.buffers)
+            ui_rows = neighbour_log_likelihood(t_u, n_items_p, g.rating[u_pos], T, buf, dt)
+            uu_rows = neighbour_log_likelihood(t_u, n_users_p, g.uu[u_pos], T, buf, dt)
             if self.piw is not None:
                 w = self.piw(t_u, present_users[ut], self.centres[layer])
                 if self.piw_noop:  # B3 as in the reference: mean over a (B, B) broadcast
@@ -507,8 +561,8 @@ class LWCKDTerm(nn.Module):
         i_ids, i_pos = items
         if len(i_ids):
             t_i = self.old_items[layer][torch.from_numpy(i_ids).to(present_items.device)]
-            iu = -neighbour_log_likelihood(t_i, n_users_p, g.rating_t[i_pos], T, self.buffers).mean()
-            ii = -neighbour_log_likelihood(t_i, n_items_p, g.ii[i_pos], T, self.buffers).mean()
+            iu = -neighbour_log_likelihood(t_i, n_users_p, g.rating_t[i_pos], T, buf, dt).mean()
+            ii = -neighbour_log_likelihood(t_i, n_items_p, g.ii[i_pos], T, buf, dt).mean()
         cluster = zero
         if self.piw is not None:
             cluster = dec_cluster_loss(present_items[self.present_items_t], self.centres[layer], self.nu)

@@ -86,6 +86,7 @@ class TeacherUpdateConfig(TrainConfig):
     use_lwckd: bool = True
     use_piw: bool = True
     piw_noop: bool = False  # True: bug B3 as in the reference (PIW has no effect)
+    lwckd_precision: str = "float32"  # float32 | bfloat16: operands of LWC-KD's [batch, n_before] products
     eps: float = 1e-4
     absolute: int = 100  # --ab
     s_samples: int = 5  # --ss
@@ -272,7 +273,7 @@ def update_teacher_member(model, spec_kind: str, stream, k: int, student_side: d
     if cfg.use_lwckd:
         term = LWCKDTerm(teacher, snapshot, graphs, active_items(block), temperature=cfg.temperature,
                          n_clusters=cfg.n_clusters, lwckd_lambda=cfg.lwckd_lambda, cluster_lambda=cfg.cluster_lambda,
-                         use_piw=cfg.use_piw, piw_noop=cfg.piw_noop, seed=cfg.seed)
+                         use_piw=cfg.use_piw, piw_noop=cfg.piw_noop, seed=cfg.seed, precision=cfg.lwckd_precision)
         terms, params = (term,), tuple(term.parameters())
         passes.append(lambda _m, _o, _e: term.epoch_summary())
     if cfg.replay and sources:

@@ -121,13 +121,15 @@ class PipelineConfig:
 def check_choices(cfg: PipelineConfig) -> None:
     """Reject a bad choice-valued key before any work starts (not blocks later)."""
     from ..ccd.student_update import REFERENCES
+    from ..ccd.lwckd import PRECISIONS
     from ..ccd.teacher_update import GRAPHS
     from ..training.static import SELECT_OVER
 
     choices = {"student_update.select_over": (cfg.student_update.select_over, SELECT_OVER),
                "teacher_update.select_over": (cfg.teacher_update.select_over, SELECT_OVER),
                "student_update.replay_reference": (cfg.student_update.replay_reference, REFERENCES),
-               "teacher_update.graph": (cfg.teacher_update.graph, GRAPHS)}
+               "teacher_update.graph": (cfg.teacher_update.graph, GRAPHS),
+               "teacher_update.lwckd_precision": (cfg.teacher_update.lwckd_precision, PRECISIONS)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise InputError(f"{key} must be one of {', '.join(allowed)}, got {value!r}", path=key)

@@ -15,6 +15,7 @@ from ccd_dist.ccd.lwckd import (
 )
 from ccd_dist.data import interactions_to_csr
 from ccd_dist.models import build_model
+from ccd_dist.errors import InputError
 
 T = 5.0
 
@@ -197,7 +198,7 @@ def test_row_logsumexp_gradients_match_autograd():
 
 @pytest.mark.parametrize("cache,pooled", [(True, False), (False, False), (True, True), (False, True)])
 def test_row_logsumexp_float32_kernel_path_matches_torch(monkeypatch, cache, pooled):
-    """The CPU float32 path (fused softmax kernel; rows kept or recomputed in chunks; reused buffers)."""
+    """The CPU float32 path (bound folded into the product; rows kept or recomputed in chunks; reused buffers)."""
     import ccd_dist.ccd.lwckd as lwckd_mod
 
     if not cache:
@@ -222,6 +223,47 @@ def test_row_logsumexp_float32_kernel_path_matches_torch(monkeypatch, cache, poo
         assert buffers.free, "buffers come back to the pool after the backward"
     np.testing.assert_allclose(t.grad.numpy(), t_ref.grad.numpy(), **tol)
     np.testing.assert_allclose(n.grad.numpy(), n_ref.grad.numpy(), **tol)
+
+
+def _lse_and_grads(t0, n0, g, scale, **kwargs):
+    t, n = t0.clone().requires_grad_(True), n0.clone().requires_grad_(True)
+    out = RowLogSumExp.apply(t, n, scale, *kwargs.values())
+    (out * g).sum().backward()
+    return out.detach(), t.grad, n.grad
+
+
+def test_row_logsumexp_uses_the_exact_max_when_the_bound_is_too_loose():
+    """Large norms (bound > SAFE_SHIFT) with one dominant pair: no underflow to log(0), same as float64."""
+    gen = torch.Generator().manual_seed(2)
+    t0 = torch.randn(5, 4, generator=gen) * 30
+    n0 = torch.randn(9, 4, generator=gen) * 30
+    n0[0] = -t0[0]  # row 0's scores are all far below its Cauchy-Schwarz bound except none
+    g = torch.rand(5, generator=gen)
+    out, gt, gn = _lse_and_grads(t0, n0, g, 0.2, buffers=ScoreBuffers())
+    ref, rt, rn = _lse_and_grads(t0.double(), n0.double(), g.double(), 0.2)
+    assert torch.isfinite(out).all()
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(gt.numpy(), rt.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gn.numpy(), rn.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_row_logsumexp_bfloat16_products_stay_close_to_float32():
+    gen = torch.Generator().manual_seed(3)
+    t0 = torch.randn(40, 16, generator=gen)
+    n0 = torch.randn(300, 16, generator=gen)
+    g = torch.rand(40, generator=gen)
+    ref = _lse_and_grads(t0, n0, g, 0.2, buffers=None, dtype=torch.float32)
+    low = _lse_and_grads(t0, n0, g, 0.2, buffers=ScoreBuffers(), dtype=torch.bfloat16)
+    for a, b in zip(low, ref):
+        assert a.dtype == torch.float32
+        rel = float(torch.linalg.norm(a - b) / torch.linalg.norm(b))
+        assert 0 < rel < 2e-2  # rounded (not silently float32), but close
+
+
+def test_lwckd_term_rejects_an_unknown_precision():
+    case = tiny_case("bpr", seed=3)
+    with pytest.raises(InputError, match="lwckd_precision"):
+        run_term(case, precision="float16")
 
 
 def test_b3_piw_weights_apply_per_user():
@@ -322,3 +364,14 @@ def test_shared_before_graphs_are_built_once_per_block(monkeypatch):
     other = lwckd_mod.BeforeGraphs.shared(b)
     assert other is not first and len(calls) == 2
     np.testing.assert_array_equal(other.user_ids, lwckd_mod.BeforeGraphs.from_train(b).user_ids)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_row_logsumexp_is_identical_at_any_thread_count(dtype):
+    gen = torch.Generator().manual_seed(4)
+    t0, n0, g = torch.randn(64, 16, generator=gen), torch.randn(700, 16, generator=gen), torch.rand(64, generator=gen)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)  # the one_torch_thread fixture restores the count
+        results.append(_lse_and_grads(t0, n0, g, 0.2, buffers=ScoreBuffers(), dtype=dtype))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
