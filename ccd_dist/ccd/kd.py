@@ -9,7 +9,10 @@ Per epoch, through ``ccd_dist.training.fit``:
    reference);
 2. an IR-RRD pass over all item ids in shuffled batches of ``ir_batch_size``,
    ``ir_lambda`` x the same loss with users and items swapped, one step each;
-3. evaluation / early stopping as the loop does for every stage.
+3. with ``rrd_idle_users``, a DE-RRD pass over the users who have no block-k
+   train interaction (``IdleUserRRDPass``; off in the reference, where such
+   users get no user-side KD at all);
+4. evaluation / early stopping as the loop does for every stage.
 
 DE-RRD / IR-RRD use the relaxed ranking loss (a Plackett-Luce likelihood of
 the interesting list ranked above the sampled uninteresting entries)::
@@ -70,6 +73,10 @@ class KDConfig(TrainConfig):
     n_uninteresting_users: int = 19500  # nuu; Yelp 11500
     resample_every: int = 10
     ir_batch_size: int = 1024
+    # DE-RRD for users without a block-k train interaction (idle users): the reference
+    # (False) distils users only inside BPR batches, so a user who was active before
+    # block k but not in it gets no user-side KD at all; True adds a pass over them.
+    rrd_idle_users: bool = False
 
 
 def _plackett_luce(s1, exp_sum2, s1_valid=None) -> torch.Tensor:
@@ -265,12 +272,46 @@ class IRRRDPass:
         return out
 
 
-def distill(student, train, lists: TeacherLists, cfg: KDConfig, *, exclude=None, evaluate=None, log=None):
+class IdleUserRRDPass:
+    """DE-RRD over the users with no block-k train interaction, one optimiser step per batch.
+
+    In the reference such users (active in older blocks only) never appear in a
+    BPR batch, so the fresh student learns them only through IR-RRD's interesting
+    users: their rows stay near random and the student forgets them, which the
+    teacher ensemble does not. Same loss, lambda and sampler as the batch DE-RRD.
+    """
+
+    def __init__(self, targets: RRDTargets, sampler: UninterestingSampler, cfg: KDConfig, train):
+        self.targets, self.sampler, self.cfg = targets, sampler, cfg
+        self.users = np.flatnonzero(np.diff(train.indptr) == 0).astype(np.int64)
+        self._ws = [None]
+
+    def __call__(self, model, optimizer, epoch) -> dict:
+        self.sampler.ensure(epoch // max(self.cfg.resample_every, 1))
+        order = self.users[np.random.default_rng(epoch_seed(self.cfg.seed, epoch, 11)).permutation(len(self.users))]
+        total, batches = 0.0, 0
+        for start in range(0, len(order), self.cfg.batch_size):
+            users = torch.from_numpy(order[start:start + self.cfg.batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            user_w, item_w = rrd_tables(model)
+            rows = user_w[users.to(user_w.device)]
+            loss = self.cfg.urrd_lambda * _rrd_batch(rows, item_w, self.targets.interesting_items, users,
+                                                     self.sampler.user_keep, self._ws, self.cfg.batch_size)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            batches += 1
+        return {"idle_rrd_loss": total / max(batches, 1)}
+
+
+def distill(student, train, lists: TeacherLists, cfg: KDConfig, *, exclude=None, evaluate=None, log=None,
+            graph=None):
     """Train `student` (freshly built, U_k x I_k) on block k by KD from `lists` (E_k).
 
     train: block k's train CSR; exclude: the per-user exclusion lists (CSR, may
     be None at k = 0 or smaller than the block), see §4 "Negative exclusion".
     evaluate(model) -> metrics drives model selection (``fit``).
+    graph: the interactions a LightGCN student propagates on (default `train`).
     Returns (student, FitResult); the student holds the best evaluated state.
     """
     if lists.train_fingerprint and lists.train_fingerprint != csr_fingerprint(train):
@@ -284,9 +325,11 @@ def distill(student, train, lists: TeacherLists, cfg: KDConfig, *, exclude=None,
     sampler = UninterestingSampler(targets, cfg.n_uninteresting_items, cfg.n_uninteresting_users, cfg.seed)
     bpr_exclude = union(tuple(train.shape), exclude, targets.interesting_item_csr())
     user_term = DERRDTerm(targets, sampler, cfg)
-    item_pass = IRRRDPass(targets, sampler, cfg, user_term)
+    passes = (IRRRDPass(targets, sampler, cfg, user_term),)
+    if cfg.rrd_idle_users:
+        passes += (IdleUserRRDPass(targets, sampler, cfg, train),)
     result: FitResult = fit(
         student, train, cfg.train_config(), evaluate, exclude=bpr_exclude,
-        batch_terms=(user_term,), extra_passes=(item_pass,), log=log,
+        batch_terms=(user_term,), extra_passes=passes, log=log, graph=graph,
     )
     return student, result
