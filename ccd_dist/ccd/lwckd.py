@@ -308,7 +308,7 @@ class ScoreBuffers:
 
 
 PRECISIONS = ("float32", "bfloat16")
-SAFE_SHIFT = 40.0  # exp(-2 x 40) is far from float32's underflow: a bound this loose still sums exactly
+SAFE_SHIFT = 40.0  # entries >= -2 x 40: exp stays above float32's smallest normal (1e-38)
 
 
 def _shifted_scores(t, n, scale: float, out, dtype, buffers=None):
@@ -324,13 +324,13 @@ def _shifted_scores(t, n, scale: float, out, dtype, buffers=None):
     if dtype == torch.float32 or t.dtype != torch.float32:
         scores = torch.addmm(-shift[:, None], ts, n.T, **({"out": out} if out is not None else {}))
     else:  # bf16 operands, the shift applied in float32
-        low_buf, low = (buffers.take(len(t), len(n), dtype) if buffers is not None else (None, None))
+        low_buf, low = buffers.take(len(t), len(n), dtype) if buffers is not None else (None, None)
         low = torch.mm(ts.to(dtype), n.to(dtype).T, **({"out": low} if low is not None else {}))
         scores = out.copy_(low) if out is not None else low.float()
         scores.sub_(shift[:, None])
         if low_buf is not None:
             buffers.give(low_buf)
-    if len(n) and float(shift.max()) > SAFE_SHIFT:
+    if len(n) and len(t) and float(shift.max()) > SAFE_SHIFT:
         top = scores.amax(dim=1)
         scores.sub_(top[:, None])
         shift = shift + top
