@@ -243,6 +243,27 @@ class DERRDTerm:
         return out
 
 
+def _rrd_steps(model, optimizer, order: np.ndarray, side: str, lam: float, lists, keep_fn, ws_holder,
+               batch_size: int) -> float:
+    """lam x RRD for the ids of `order` in batches, one optimiser step each; returns the mean batch loss.
+
+    side "user": user rows against every item (DE-RRD); "item": item rows against
+    every user (IR-RRD).
+    """
+    total, batches = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        ids = torch.from_numpy(order[start:start + batch_size])
+        optimizer.zero_grad(set_to_none=True)
+        user_w, item_w = rrd_tables(model)
+        table, other = (user_w, item_w) if side == "user" else (item_w, user_w)
+        loss = lam * _rrd_batch(table[ids.to(table.device)], other, lists, ids, keep_fn, ws_holder, batch_size)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        batches += 1
+    return total / max(batches, 1)
+
+
 class IRRRDPass:
     """The item-side IR-RRD pass, one optimiser step per batch of items (``fit(extra_passes=...)``)."""
 
@@ -252,21 +273,10 @@ class IRRRDPass:
 
     def __call__(self, model, optimizer, epoch) -> dict:
         self.sampler.ensure(epoch // max(self.cfg.resample_every, 1))
-        n_items = self.targets.n_items
-        order = np.random.default_rng(epoch_seed(self.cfg.seed, epoch, 7)).permutation(n_items)
-        total, batches = 0.0, 0
-        for start in range(0, n_items, self.cfg.ir_batch_size):
-            items = torch.from_numpy(order[start:start + self.cfg.ir_batch_size])
-            optimizer.zero_grad(set_to_none=True)
-            user_w, item_w = rrd_tables(model)
-            rows = item_w[items.to(item_w.device)]
-            loss = self.cfg.ir_lambda * _rrd_batch(rows, user_w, self.targets.interesting_users, items,
-                                                   self.sampler.item_keep, self._ws, self.cfg.ir_batch_size)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            batches += 1
-        out = {"ir_rrd_loss": total / max(batches, 1)}
+        order = np.random.default_rng(epoch_seed(self.cfg.seed, epoch, 7)).permutation(self.targets.n_items)
+        out = {"ir_rrd_loss": _rrd_steps(model, optimizer, order, "item", self.cfg.ir_lambda,
+                                         self.targets.interesting_users, self.sampler.item_keep, self._ws,
+                                         self.cfg.ir_batch_size)}
         if self.user_term is not None:
             out.update(self.user_term.epoch_summary())
         return out
@@ -289,19 +299,9 @@ class IdleUserRRDPass:
     def __call__(self, model, optimizer, epoch) -> dict:
         self.sampler.ensure(epoch // max(self.cfg.resample_every, 1))
         order = self.users[np.random.default_rng(epoch_seed(self.cfg.seed, epoch, 11)).permutation(len(self.users))]
-        total, batches = 0.0, 0
-        for start in range(0, len(order), self.cfg.batch_size):
-            users = torch.from_numpy(order[start:start + self.cfg.batch_size])
-            optimizer.zero_grad(set_to_none=True)
-            user_w, item_w = rrd_tables(model)
-            rows = user_w[users.to(user_w.device)]
-            loss = self.cfg.urrd_lambda * _rrd_batch(rows, item_w, self.targets.interesting_items, users,
-                                                     self.sampler.user_keep, self._ws, self.cfg.batch_size)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            batches += 1
-        return {"idle_rrd_loss": total / max(batches, 1)}
+        return {"idle_rrd_loss": _rrd_steps(model, optimizer, order, "user", self.cfg.urrd_lambda,
+                                            self.targets.interesting_items, self.sampler.user_keep, self._ws,
+                                            self.cfg.batch_size)}
 
 
 def distill(student, train, lists: TeacherLists, cfg: KDConfig, *, exclude=None, evaluate=None, log=None,
