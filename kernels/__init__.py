@@ -9,13 +9,13 @@ of threads: every random draw is a pure function of (seed, position).
 - fullrank: full-row ranks and rank-weight accumulation for the ensemble
 - subsets: uniform sampling without replacement from allowed pools (KD)
 - metrics: hit and DCG counting for evaluation
-- softmax: row softmax in place with the row log-sum-exp (LWC-KD)
+- softmax: row exponentials with their sums, and the row softmax with its log-sum-exp (LWC-KD)
 """
 from .fullrank import accumulate_rank_weights, rank_rows
 from .metrics import count_hits_dcg
 from .ranks import rank_of_candidates
 from .sampling import sample_negatives
-from .softmax import exp_rows_
+from .softmax import exp_rows_, softmax_rows_
 from .subsets import sample_subset_bits
 from .topk import masked_topk
 
@@ -28,4 +28,5 @@ __all__ = [
     "sample_subset_bits",
     "count_hits_dcg",
     "exp_rows_",
+    "softmax_rows_",
 ]

@@ -1,4 +1,4 @@
-"""Row exponentials in place with their row sums (LWC-KD's neighbour softmax).
+"""Row exponentials in place with their row sums (LWC-KD's neighbour softmax), and the row softmax.
 
 ``exp_rows_(scores)`` turns a C-contiguous float32 matrix s into exp(s) in
 place and returns sum_j exp(s_rj) per row. The caller shifts the scores so
@@ -20,3 +20,20 @@ def exp_rows_(scores: np.ndarray) -> np.ndarray:
         raise ValueError("exp_rows_ needs a C-contiguous 2-D float32 array")
     np.exp(scores, out=scores)
     return scores.sum(axis=1, dtype=np.float32)
+
+
+def softmax_rows_(scores: np.ndarray, scale: float) -> np.ndarray:
+    """In place: scores[r] <- softmax(scale * scores[r]); returns logsumexp(scale * scores[r]) [n_rows].
+
+    The general form (the row max as the shift) for callers without a bound of their own.
+    """
+    if scores.dtype != np.float32 or scores.ndim != 2 or not scores.flags.c_contiguous:
+        raise ValueError("softmax_rows_ needs a C-contiguous 2-D float32 array")
+    if scores.shape[1] == 0:
+        return np.full(scores.shape[0], -np.inf, np.float32)
+    scores *= np.float32(scale)
+    top = scores.max(axis=1)
+    scores -= top[:, None]
+    total = exp_rows_(scores)
+    scores /= total[:, None]
+    return top + np.log(total)
