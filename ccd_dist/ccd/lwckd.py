@@ -294,13 +294,6 @@ class ScoreBuffers:
             buf = torch.empty(need + need // 4, dtype=dtype)  # headroom: batch sizes vary a little
         return buf, buf[:need].view(rows, cols)
 
-    def take_like(self, x, dtype) -> tuple:
-        """(buffer or None, `x` converted to `dtype` in a pooled buffer when there is a pool)."""
-        if self is None or x.device.type != "cpu":
-            return None, x.to(dtype)
-        buf, out = self.take(x.shape[0], x.shape[1], dtype)
-        return buf, out.copy_(x)
-
     def give(self, buf) -> None:
         self.free.append(buf)
         if len(self.free) > self.max_free:
@@ -309,6 +302,14 @@ class ScoreBuffers:
 
 PRECISIONS = ("float32", "bfloat16")
 SAFE_SHIFT = 40.0  # entries >= -2 x 40: exp stays above float32's smallest normal (1e-38)
+
+
+def _converted(x, dtype, buffers):
+    """(buffer or None, the matrix `x` in `dtype`, in a pooled buffer when there is a pool)."""
+    if buffers is None or x.device.type != "cpu":
+        return None, x.to(dtype)
+    buf, out = buffers.take(x.shape[0], x.shape[1], dtype)
+    return buf, out.copy_(x)
 
 
 def _shifted_scores(t, n, scale: float, out, dtype, buffers=None):
@@ -395,7 +396,7 @@ class RowLogSumExp(torch.autograd.Function):
             tc = t[s:s + chunk]
             buf, p, total = kept if kept is not None else _exp_scores(tc, n, scale, buffers, dtype)[:3]
             p.mul_((g[s:s + chunk] * scale / total)[:, None])  # e -> g * scale * softmax
-            low_buf, p_low = ScoreBuffers.take_like(buffers, p, dtype) if rounded else (None, p)
+            low_buf, p_low = _converted(p, dtype, buffers) if rounded else (None, p)
             if gt is not None:
                 gt[s:s + chunk] = p_low @ n_low
             if gn is not None and rounded:
