@@ -428,8 +428,8 @@ def neighbour_log_likelihood(target, neighbours, weights: sp.csr_matrix, tempera
     lse = torch.zeros(b, device=dev, dtype=neighbours.dtype)
     active = torch.nonzero(total > 0).reshape(-1)
     if len(active):
-        lse = lse.index_copy(0, active, RowLogSumExp.apply(target[active], neighbours, 1.0 / temperature,
-                                                                 buffers, dtype))
+        active_lse = RowLogSumExp.apply(target[active], neighbours, 1.0 / temperature, buffers, dtype)
+        lse = lse.index_copy(0, active, active_lse)
     return (weighted - total * lse) / (total + LOG_EPS)
 
 
