@@ -31,10 +31,10 @@ from ccd_dist.pipeline.continual import evaluate_model, exclusion_lists  # noqa:
 from ccd_dist.training.static import block_evaluator, selection_evaluator  # noqa: E402
 
 
-def kd_config(base, variant: str):
-    epochs = re.search(r"(?:^|\+)e(\d+)(?:\+|$)", variant)
-    return dataclasses.replace(base, rrd_idle_users="idle" in variant.split("+"),
-                               **({"epochs": int(epochs.group(1))} if epochs else {}))
+def kd_config(base, parts: list):
+    """The preset's KD config with a variant's `idle` and `eN` parts applied."""
+    epochs = [int(p[1:]) for p in parts if re.fullmatch(r"e\d+", p)]
+    return dataclasses.replace(base, rrd_idle_users="idle" in parts, **({"epochs": epochs[-1]} if epochs else {}))
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
     print("|---" * (k + 5) + "|")
     for variant in args.variants.split(","):
         parts = variant.split("+")
-        kd = kd_config(cfg.kd, variant)
+        kd = kd_config(cfg.kd, parts)
         evaluate = selection_evaluator(stream, k, "seen") if "seen" in parts else block_evaluator(block, "valid", 4096)
         model = build_model(cfg.student.kind, block.n_users, block.n_items, cfg.student.dim,
                             layers=cfg.student.layers, seed=kd.seed)

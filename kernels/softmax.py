@@ -14,10 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def _check(scores: np.ndarray, name: str) -> None:
+    if scores.dtype != np.float32 or scores.ndim != 2 or not scores.flags.c_contiguous:
+        raise ValueError(f"{name} needs a C-contiguous 2-D float32 array")
+
+
 def exp_rows_(scores: np.ndarray) -> np.ndarray:
     """In place: scores <- exp(scores); returns the row sums of the result (float32 [n_rows])."""
-    if scores.dtype != np.float32 or scores.ndim != 2 or not scores.flags.c_contiguous:
-        raise ValueError("exp_rows_ needs a C-contiguous 2-D float32 array")
+    _check(scores, "exp_rows_")
     np.exp(scores, out=scores)
     return scores.sum(axis=1, dtype=np.float32)
 
@@ -27,8 +31,7 @@ def softmax_rows_(scores: np.ndarray, scale: float) -> np.ndarray:
 
     The general form (the row max as the shift) for callers without a bound of their own.
     """
-    if scores.dtype != np.float32 or scores.ndim != 2 or not scores.flags.c_contiguous:
-        raise ValueError("softmax_rows_ needs a C-contiguous 2-D float32 array")
+    _check(scores, "softmax_rows_")
     if scores.shape[1] == 0:
         return np.full(scores.shape[0], -np.inf, np.float32)
     scores *= np.float32(scale)

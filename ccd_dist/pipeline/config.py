@@ -120,8 +120,8 @@ class PipelineConfig:
 
 def check_choices(cfg: PipelineConfig) -> None:
     """Reject a bad choice-valued key before any work starts (not blocks later)."""
-    from ..ccd.student_update import REFERENCES
     from ..ccd.lwckd import PRECISIONS
+    from ..ccd.student_update import REFERENCES
     from ..ccd.teacher_update import GRAPHS
     from ..training.static import SELECT_OVER
 
