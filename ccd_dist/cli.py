@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from .errors import InputError
+# Before torch / numba start their OpenMP pools: threads that spin while they wait
+# make one job up to 5x slower when anything else busy shares the cores (another
+# run, a Ray worker, the tests); yielding costs nothing when alone
+# (bench/bench_omp_wait.py, docs/benchmarks.md). A value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .errors import InputError  # noqa: E402
 
 # Area modules that add sub-commands. Each has `register(subparsers)`.
 COMMAND_MODULES = [

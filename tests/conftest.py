@@ -6,6 +6,7 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does (ccd_dist/cli.py); before torch loads
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CCD_SHARED_DATA", REPO.parent / "shared" / "data"))
