@@ -101,6 +101,66 @@ def _labels(label, source_user, source_item, users, rows, items, scores) -> np.n
     raise InputError(f"label must be one of {LABELS} or a callable, got {label!r}", where="label")
 
 
+class ReplayCandidates:
+    """One source's top-``absolute`` candidates per user (see ``sample_replay``).
+
+    They do not depend on the reference, so a sampler that re-draws against a
+    changing reference computes them once (``ReplaySampler``).
+    """
+
+    def __init__(self, source_user, source_item, users=None, mask_csr=None, absolute: int = 100):
+        absolute = int(absolute)
+        if absolute < 0:
+            raise InputError(f"absolute must be >= 0, got {absolute}", where="replay")
+        self.src_u, self.src_i = as_matrix(source_user, "source_user"), as_matrix(source_item, "source_item")
+        n_rows = self.src_u.shape[0]
+        users = np.arange(n_rows, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
+        if users.size and (users.min() < 0 or users.max() >= n_rows):
+            raise InputError(f"user ids must lie in [0, {n_rows}) (rows of both the source and the reference)",
+                             where="users")
+        self.users = users
+        if users.size and absolute and self.src_i.shape[0]:
+            self.cand, self.scores = ranking.topk(self.src_u, self.src_i, absolute, exclude=mask_csr, users=users)
+            self.cand = self.cand.astype(np.int64)
+        else:
+            self.cand = np.full((len(users), 0), -1, np.int64)
+            self.scores = np.zeros((len(users), 0), np.float32)
+
+    def check_reference(self, ref_u, ref_i) -> None:
+        if ref_i.shape[0] < self.src_i.shape[0]:
+            raise InputError(f"the reference has {ref_i.shape[0]} items, fewer than the source's "
+                             f"{self.src_i.shape[0]}", where="reference_item")
+        if self.users.size and self.users.max() >= ref_u.shape[0]:
+            n_rows = min(self.src_u.shape[0], ref_u.shape[0])
+            raise InputError(f"user ids must lie in [0, {n_rows}) (rows of both the source and the reference)",
+                             where="users")
+
+    def draw(self, ref_rank, n_samples: int, eps: float, seed: int, label="sigmoid"):
+        """(users, items, labels): n_samples of the candidates weighted by `ref_rank` (their reference ranks)."""
+        users, cand = self.users, self.cand
+        if not users.size or n_samples == 0 or cand.shape[1] == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        m = min(n_samples, cand.shape[1])
+        pos = np.full((len(users), m), -1, np.int64)
+        count = np.zeros(len(users), np.int64)
+        _gumbel_top(users, np.ascontiguousarray(cand), np.ascontiguousarray(ref_rank, dtype=np.int64), float(eps),
+                    m, seed_key(seed), pos, count)
+        rows = np.repeat(np.arange(len(users)), count)
+        cols = pos[pos >= 0]
+        items = cand[rows, cols]
+        labels = _labels(label, self.src_u, self.src_i, users, rows, items, self.scores[rows, cols])
+        return users[rows], items, labels
+
+
+def _check_draw_args(n_samples: int, label) -> int:
+    n_samples = int(n_samples)
+    if n_samples < 0:
+        raise InputError(f"absolute and n_samples must be >= 0, got n_samples={n_samples}", where="replay")
+    if not callable(label) and label not in LABELS:
+        raise InputError(f"label must be one of {LABELS} or a callable, got {label!r}", where="label")
+    return n_samples
+
+
 def sample_replay(source_user, source_item, reference_user, reference_item, users=None, mask_csr=None,
                   absolute: int = 100, n_samples: int = 5, eps: float = 1e-4, seed: int = 0,
                   label="sigmoid"):
@@ -116,35 +176,57 @@ def sample_replay(source_user, source_item, reference_user, reference_item, user
     Returns (users int64, items int64, labels float32), grouped by user in
     the order of `users`, each user's items in source order.
     """
-    absolute, n_samples = int(absolute), int(n_samples)
-    if absolute < 0 or n_samples < 0:
-        raise InputError(f"absolute and n_samples must be >= 0, got {absolute}, {n_samples}", where="replay")
-    if not callable(label) and label not in LABELS:
-        raise InputError(f"label must be one of {LABELS} or a callable, got {label!r}", where="label")
-    src_u, src_i = as_matrix(source_user, "source_user"), as_matrix(source_item, "source_item")
+    n_samples = _check_draw_args(n_samples, label)
     ref_u, ref_i = as_matrix(reference_user, "reference_user"), as_matrix(reference_item, "reference_item")
-    if ref_i.shape[0] < src_i.shape[0]:
-        raise InputError(f"the reference has {ref_i.shape[0]} items, fewer than the source's {src_i.shape[0]}",
-                         where="reference_item")
-    n_rows = min(src_u.shape[0], ref_u.shape[0])
-    users = np.arange(src_u.shape[0], dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
-    if users.size and (users.min() < 0 or users.max() >= n_rows):
-        raise InputError(f"user ids must lie in [0, {n_rows}) (rows of both the source and the reference)",
-                         where="users")
-    if not users.size or absolute == 0 or n_samples == 0 or src_i.shape[0] == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    cand, scores = ranking.topk(src_u, src_i, absolute, exclude=mask_csr, users=users)
-    ref_rank = ranking.rank_of(ref_u, ref_i, users, cand.astype(np.int64))
-    m = min(n_samples, absolute)
-    pos = np.full((len(users), m), -1, np.int64)
-    count = np.zeros(len(users), np.int64)
-    _gumbel_top(users, np.ascontiguousarray(cand), np.ascontiguousarray(ref_rank, dtype=np.int64), float(eps),
-                m, seed_key(seed), pos, count)
-    rows = np.repeat(np.arange(len(users)), count)
-    cols = pos[pos >= 0]
-    items = cand[rows, cols].astype(np.int64)
-    labels = _labels(label, src_u, src_i, users, rows, items, scores[rows, cols])
-    return users[rows], items, labels
+    cands = ReplayCandidates(source_user, source_item, users, mask_csr, absolute if n_samples else 0)
+    cands.check_reference(ref_u, ref_i)
+    return cands.draw(_reference_ranks([cands], ref_u, ref_i)[0], n_samples, eps, seed, label)
+
+
+def _reference_ranks(candidate_sets, ref_u, ref_i) -> list:
+    """The reference's rank of every candidate of every set, from one pass over its score rows."""
+    sets = [c for c in candidate_sets if c.cand.size]
+    out = [np.zeros(c.cand.shape, np.int64) for c in candidate_sets]
+    if not sets:
+        return out
+    width = max(c.cand.shape[1] for c in sets)
+    users = np.concatenate([c.users for c in sets])
+    items = np.concatenate([np.pad(c.cand, ((0, 0), (0, width - c.cand.shape[1])), constant_values=-1)
+                            for c in sets])
+    ranks = ranking.rank_of(ref_u, ref_i, users, items)
+    at = 0
+    for j, c in enumerate(candidate_sets):
+        if c.cand.size:
+            out[j] = ranks[at:at + len(c.users), :c.cand.shape[1]]
+            at += len(c.users)
+    return out
+
+
+class ReplaySampler:
+    """Merged replay sets of several sources against one reference that may change between draws.
+
+    sources: [(source_user, source_item, users, mask_csr, n_samples)]; source j
+    draws with seed ``seed_of(round, j)``. Each source's candidates are
+    computed once; each draw ranks all of them in one pass of the reference's
+    score rows (``rank_of`` is exact per pair, so the sets equal separate
+    ``sample_replay`` calls merged by ``merge_replay``).
+    """
+
+    def __init__(self, sources, *, absolute: int, eps: float, seed_of: Callable[[int, int], int], label="sigmoid"):
+        self.plan = []
+        for j, (src_u, src_i, users, mask, n) in enumerate(sources):
+            n = _check_draw_args(n, label)
+            if n > 0:
+                self.plan.append((j, ReplayCandidates(src_u, src_i, users, mask, absolute), n))
+        self.eps, self.seed_of, self.label = float(eps), seed_of, label
+
+    def __call__(self, reference_user, reference_item, round_: int):
+        ref_u, ref_i = as_matrix(reference_user, "reference_user"), as_matrix(reference_item, "reference_item")
+        for _j, cands, _n in self.plan:
+            cands.check_reference(ref_u, ref_i)
+        ranks = _reference_ranks([c for _j, c, _n in self.plan], ref_u, ref_i)
+        return merge_replay(*[cands.draw(rank, n, self.eps, self.seed_of(round_, j), self.label)
+                              for (j, cands, n), rank in zip(self.plan, ranks)])
 
 
 def merge_replay(*sets):

@@ -13,7 +13,7 @@ block k-1 (None at k = 1), the stream, and E_{k-1} as ``TeacherLists``.
    ids (``growth.grow_with_init``), every parameter trainable, block k's graph.
 4. Replay set (§5.4): for every old user, each source's top-``absolute``
    items without the user's block k-1 and block k train items, sampled with
-   ``replay.sample_replay`` against the reference ranks; sets merged with the
+   ``replay.ReplaySampler`` against the reference ranks; sets merged with the
    max label. Sources: S when ``use_stability`` (``s_samples`` each); P when
    ``use_plasticity`` and k >= 2, or at k = 1 when P is the only proxy on
    (``p_samples``; at k = 1 S = P = D, so with both on only S is used, as in
@@ -66,7 +66,7 @@ from ..training.loop import FitResult, fit
 from .growth import check_previous_block_size, check_update_block, grow_with_init
 from .interesting import lists_to_csr, union
 from .proxies import frozen_copy, next_proxy
-from .replay import ReplayPass, merge_replay, sample_replay
+from .replay import ReplayPass, ReplaySampler
 
 REFERENCES = ("distilled", "current")
 
@@ -164,15 +164,12 @@ def make_replay_sampler(stream, k: int, cfg: StudentUpdateConfig, distilled, sou
     prev, block = stream[k - 1], stream[k]
     mask = union((block.n_users, block.n_items), prev.train, block.train)
     users = np.arange(prev.n_users, dtype=np.int64)
-    source_reps = [(name, _reps(model), n) for name, model, n in sources]
     fixed_ref = _reps(distilled) if cfg.replay_reference == "distilled" else None
+    draw = ReplaySampler([(*_reps(model), users, mask, n) for _name, model, n in sources], absolute=cfg.absolute,
+                         eps=cfg.eps, seed_of=lambda round_, j: epoch_seed(cfg.seed, round_, 20 + j))
 
     def sampler(model, round_: int):
-        ref = fixed_ref if fixed_ref is not None else _reps(model)
-        sets = [sample_replay(src[0], src[1], ref[0], ref[1], users, mask, absolute=cfg.absolute, n_samples=n,
-                              eps=cfg.eps, seed=epoch_seed(cfg.seed, round_, 20 + j))
-                for j, (_name, src, n) in enumerate(source_reps)]
-        return merge_replay(*sets)
+        return draw(*(fixed_ref if fixed_ref is not None else _reps(model)), round_)
 
     return sampler
 

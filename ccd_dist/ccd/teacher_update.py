@@ -18,7 +18,7 @@ student updated on block k), and E_{k-1} as ``TeacherLists``.
    (or, with ``graph="cumulative"``, blocks 0..k's: ``member_graph``).
 4. Replay set (§6.4): for each source X in S, P (old users, candidates without
    block k-1 / k train items) and the updated student (all users, unfiltered),
-   ``replay.sample_replay`` against the *current* teacher's ranks with
+   ``replay.ReplaySampler`` against the *current* teacher's ranks with
    ``s_samples`` / ``p_samples`` / ``cl_samples`` draws per user, labels
    sigmoid(X's score); sets merged with the max label. P follows §5.4's k = 1
    rule (at k = 1 P = S, used only when S is off).
@@ -63,7 +63,7 @@ from ..training.loop import FitResult, fit
 from .growth import check_previous_block_size, check_update_block, grow_with_init
 from .interesting import lists_to_csr, union
 from .lwckd import BeforeGraphs, BeforeSnapshot, LWCKDTerm
-from .replay import ReplayPass, merge_replay, sample_replay
+from .replay import ReplayPass, ReplaySampler
 
 SIDE_KEYS = ("stability", "plasticity", "student")
 GRAPHS = ("block", "cumulative")
@@ -188,18 +188,12 @@ def make_teacher_sampler(stream, k: int, cfg: TeacherUpdateConfig, sources, labe
     prev, block = stream[k - 1], stream[k]
     mask = source_mask(stream, k)
     plan = []
-    for j, (_name, model, n, filtered) in enumerate(sources):
+    for _name, model, n, filtered in sources:
         users = np.arange(prev.n_users if filtered else block.n_users, dtype=np.int64)
-        plan.append((j, _reps(model), n, users, mask if filtered else None))
-
-    def sampler(model, round_: int):
-        ref = _reps(model)
-        sets = [sample_replay(src[0], src[1], ref[0], ref[1], users, m, absolute=cfg.absolute, n_samples=n,
-                              eps=cfg.eps, seed=epoch_seed(cfg.seed, round_, 30 + j), label=label)
-                for j, src, n, users, m in plan if n > 0]
-        return merge_replay(*sets)
-
-    return sampler
+        plan.append((*_reps(model), users, mask if filtered else None, n))
+    draw = ReplaySampler(plan, absolute=cfg.absolute, eps=cfg.eps, label=label,
+                         seed_of=lambda round_, j: epoch_seed(cfg.seed, round_, 30 + j))
+    return lambda model, round_: draw(*_reps(model), round_)
 
 
 def resample_rule(cfg: TeacherUpdateConfig):

@@ -8,9 +8,11 @@ import scipy.sparse as sp
 import torch
 from scipy.stats import chisquare
 
+from ccd_dist import ranking
 from ccd_dist.ccd import replay as replay_mod
 from ccd_dist.ccd.replay import ReplayPass, annealed_lambda, merge_replay, pair_logits, sample_replay
 from ccd_dist.data import interactions_to_csr
+from ccd_dist.errors import InputError
 from ccd_dist.models import build_model
 
 
@@ -173,3 +175,37 @@ def test_replay_pass_learns_labels_and_resamples_when_told():
     with torch.no_grad():
         s = pair_logits(model, users, items).numpy()
     assert s[labels > 0.5].min() > s[labels < 0.5].max()
+
+
+def test_sampler_of_several_sources_equals_separate_draws_merged():
+    # ReplaySampler ranks all sources' candidates in one pass of the reference and keeps
+    # the candidates between draws; the sets must be those of separate sample_replay calls.
+    rng = np.random.default_rng(5)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    n_users, n_items = 40, 60
+    old_u, old_i = f(30, 4), f(50, 4)  # a proxy sized for the previous block
+    new_u, new_i = f(n_users, 6), f(n_items, 6)  # the updated student, block k's size
+    mask = sp.random(n_users, n_items, density=0.2, random_state=1, format="csr")
+    sources = [(old_u, old_i, np.arange(30), mask, 3), (old_u * 0.5, old_i, np.arange(30), mask, 0),
+               (new_u, new_i, np.arange(n_users), None, 4)]
+    seed_of = lambda round_, j: 100 * round_ + j  # noqa: E731
+    sampler = replay_mod.ReplaySampler(sources, absolute=12, eps=0.05, seed_of=seed_of)
+    for round_ in range(2):
+        ref_u, ref_i = f(n_users, 5), f(n_items, 5)  # the reference changes between draws
+        got = sampler(ref_u, ref_i, round_)
+        want = merge_replay(*[sample_replay(su, si, ref_u, ref_i, users, m, absolute=12, n_samples=n, eps=0.05,
+                                            seed=seed_of(round_, j))
+                              for j, (su, si, users, m, n) in enumerate(sources)])
+        assert len(got[0]) > 0
+        cands = [c for _j, c, _n in sampler.plan]
+        for c, ranks in zip(cands, replay_mod._reference_ranks(cands, ref_u, ref_i)):
+            np.testing.assert_array_equal(ranks, ranking.rank_of(ref_u, ref_i, c.users, c.cand))
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_sampler_rejects_a_reference_with_fewer_items_than_a_source():
+    su, si, ru, ri, mask = random_case()
+    sampler = replay_mod.ReplaySampler([(su, si, None, mask, 2)], absolute=5, eps=0.1, seed_of=lambda r, j: r)
+    with pytest.raises(InputError, match="fewer than the source"):
+        sampler(ru, ri[:10], 0)
