@@ -25,29 +25,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._run_inputs import add_run_arguments, speedup_table  # noqa: E402
+
 
 def update_one(store: str, run: Path, k: int, member: str, preset: str, epochs: int) -> None:
     """Child: one member's update; prints its seconds."""
-    from ccd_dist.ccd.ensemble import TeacherLists
+    from bench._run_inputs import block_teacher_config, previous_lists, student_side
     from ccd_dist.ccd.teacher_update import update_teacher_member
     from ccd_dist.data import load_stream
     from ccd_dist.models import Recommender
-    from ccd_dist.pipeline.config import block_schedule, preset_config
-    from ccd_dist.pipeline.methods import apply_method
     from ccd_dist.training.static import block_evaluator
 
     stream = load_stream(store)
-    cfg = preset_config(preset)
-    apply_method(cfg, "ccd")
-    tcfg = dataclasses.replace(block_schedule(cfg, k).teacher, epochs=epochs, eval_every=epochs)
-    prev = run / f"block_{k - 1}"
-    lists = TeacherLists.load(prev / "ensemble" / "lists.npz")
-    su = run / f"block_{k}" / "student_update"
-    side = {n: Recommender.load(su / f"{n}.pt") for n in ("stability", "plasticity", "student")
-            if (su / f"{n}.pt").exists()}
-    model = Recommender.load(prev / "teacher" / member / "model.pt")
+    tcfg = dataclasses.replace(block_teacher_config(preset, k), epochs=epochs, eval_every=epochs)
+    model = Recommender.load(run / f"block_{k - 1}" / "teacher" / member / "model.pt")
     start = time.perf_counter()
-    update_teacher_member(model, model.kind, stream, k, side, lists, tcfg, block_evaluator(stream[k], "valid", 4096))
+    update_teacher_member(model, model.kind, stream, k, student_side(run, k), previous_lists(run, k), tcfg,
+                          block_evaluator(stream[k], "valid", 4096))
     print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
 
 
@@ -70,13 +64,8 @@ def children(args, threads: int, together: bool) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("store")
-    ap.add_argument("run", type=Path)
-    ap.add_argument("block", type=int)
-    ap.add_argument("members", nargs="+")
-    ap.add_argument("--preset", default="gowalla")
+    add_run_arguments(ap, "gowalla", "members")
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if args.child:
         update_one(args.store, args.run, args.block, args.members[0], args.preset, args.epochs)
@@ -85,12 +74,9 @@ def main() -> None:
     layouts = {f"in sequence, {cpus} threads each": (cpus, False),
                f"side by side, 1 thread each ({len(args.members)} at once)": (1, True)}
     wall = {name: children(args, *layout) for name, layout in layouts.items()}
-    names = list(wall)
     lines = [f"{', '.join(args.members)} of `{args.run.name}`, block {args.block} update, {args.epochs} epoch(s) "
              f"each, {cpus} CPUs; wall seconds for all of them, child start-up included.", "",
-             "| layout | wall s | speed-up |", "|---|---|---|"]
-    for name in names:
-        lines.append(f"| {name} | {wall[name]:.1f} | {wall[names[0]] / wall[name]:.2f}x |")
+             *speedup_table("layout (wall)", wall)]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

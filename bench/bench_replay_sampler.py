@@ -25,13 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._report import write_section  # noqa: E402
+from bench._run_inputs import add_run_arguments, block_teacher_config, speedup_table, student_side  # noqa: E402
 from ccd_dist.ccd.replay import merge_replay, sample_replay  # noqa: E402
 from ccd_dist.ccd.teacher_update import make_teacher_sampler, side_sources, source_mask  # noqa: E402
 from ccd_dist.data import load_stream  # noqa: E402
 from ccd_dist.models import Recommender  # noqa: E402
 from ccd_dist.models.base import numpy_representations  # noqa: E402
-from ccd_dist.pipeline.config import block_schedule, preset_config  # noqa: E402
-from ccd_dist.pipeline.methods import apply_method  # noqa: E402
 from ccd_dist.training.batches import epoch_seed  # noqa: E402
 
 
@@ -56,23 +55,13 @@ def per_source_sampler(stream, k, cfg, sources):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("store")
-    ap.add_argument("run", type=Path)
-    ap.add_argument("block", type=int)
-    ap.add_argument("member")
-    ap.add_argument("--preset", default="gowalla")
+    add_run_arguments(ap, "gowalla", "member")
     ap.add_argument("--draws", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     stream, k = load_stream(args.store), args.block
-    cfg = preset_config(args.preset)
-    apply_method(cfg, "ccd")
-    tcfg = block_schedule(cfg, k).teacher
-    su = args.run / f"block_{k}" / "student_update"
-    side = {n: Recommender.load(su / f"{n}.pt") for n in ("stability", "plasticity", "student")
-            if (su / f"{n}.pt").exists()}
-    sources = side_sources(side, tcfg, k)
+    tcfg = block_teacher_config(args.preset, k)
+    sources = side_sources(student_side(args.run, k), tcfg, k)
     member = Recommender.load(args.run / f"block_{k}" / "teacher" / args.member / "model.pt")
     paths = {"one sample_replay per source": lambda: per_source_sampler(stream, k, tcfg, sources),
              "ReplaySampler": lambda: make_teacher_sampler(stream, k, tcfg, sources)}
@@ -87,13 +76,9 @@ def main() -> None:
     same = all(np.array_equal(a, b) for s, t in zip(first, second) for a, b in zip(s, t))
     if not same:
         raise SystemExit("the two paths drew different replay sets")
-    names = list(paths)
     lines = [f"{args.member} of `{args.run.name}` as the reference, block {k}'s student side "
              f"({', '.join(s[0] for s in sources)}), {args.draws} draws of {len(first[0][0]):,} pairs each, "
-             f"best of {args.repeats}; both paths give the same sets.", "",
-             "| path | s | speed-up |", "|---|---|---|"]
-    for name in names:
-        lines.append(f"| {name} | {best[name]:.1f} | {best[names[0]] / best[name]:.2f}x |")
+             f"best of {args.repeats}; both paths give the same sets.", "", *speedup_table("path", best)]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:

@@ -20,35 +20,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench._report import write_section  # noqa: E402
-from ccd_dist.ccd.ensemble import TeacherLists  # noqa: E402
+from bench._run_inputs import add_run_arguments, block_teacher_config, previous_lists, student_side  # noqa: E402
 from ccd_dist.ccd.teacher_update import update_teacher_member  # noqa: E402
 from ccd_dist.data import load_stream  # noqa: E402
 from ccd_dist.models import Recommender  # noqa: E402
-from ccd_dist.pipeline.config import block_schedule, preset_config  # noqa: E402
-from ccd_dist.pipeline.methods import apply_method  # noqa: E402
 from ccd_dist.training.static import block_evaluator  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("store")
-    ap.add_argument("run", type=Path)
-    ap.add_argument("block", type=int)
-    ap.add_argument("member")
-    ap.add_argument("--preset", default="yelp")
+    add_run_arguments(ap, "yelp", "member")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     stream, k = load_stream(args.store), args.block
-    cfg = preset_config(args.preset)
-    apply_method(cfg, "ccd")
-    base = dataclasses.replace(block_schedule(cfg, k).teacher, epochs=args.epochs, eval_every=args.epochs)
+    base = dataclasses.replace(block_teacher_config(args.preset, k), epochs=args.epochs, eval_every=args.epochs)
     prev = args.run / f"block_{k - 1}"
-    lists = TeacherLists.load(prev / "ensemble" / "lists.npz")
-    su = args.run / f"block_{k}" / "student_update"
-    side = {n: Recommender.load(su / f"{n}.pt") for n in ("stability", "plasticity", "student")
-            if (su / f"{n}.pt").exists()}
+    lists, side = previous_lists(args.run, k), student_side(args.run, k)
     evaluate = block_evaluator(stream[k], "valid", 4096)
     best, recall = {}, {}
     for _ in range(args.repeats):
