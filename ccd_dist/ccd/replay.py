@@ -101,6 +101,12 @@ def _labels(label, source_user, source_item, users, rows, items, scores) -> np.n
     raise InputError(f"label must be one of {LABELS} or a callable, got {label!r}", where="label")
 
 
+def _check_users(users, n_rows: int) -> None:
+    if users.size and (users.min() < 0 or users.max() >= n_rows):
+        raise InputError(f"user ids must lie in [0, {n_rows}) (rows of both the source and the reference)",
+                         where="users")
+
+
 class ReplayCandidates:
     """One source's top-``absolute`` candidates per user (see ``sample_replay``).
 
@@ -115,9 +121,7 @@ class ReplayCandidates:
         self.src_u, self.src_i = as_matrix(source_user, "source_user"), as_matrix(source_item, "source_item")
         n_rows = self.src_u.shape[0]
         users = np.arange(n_rows, dtype=np.int64) if users is None else np.asarray(users, dtype=np.int64)
-        if users.size and (users.min() < 0 or users.max() >= n_rows):
-            raise InputError(f"user ids must lie in [0, {n_rows}) (rows of both the source and the reference)",
-                             where="users")
+        _check_users(users, n_rows)
         self.users = users
         if users.size and absolute and self.src_i.shape[0]:
             self.cand, self.scores = ranking.topk(self.src_u, self.src_i, absolute, exclude=mask_csr, users=users)
@@ -130,10 +134,7 @@ class ReplayCandidates:
         if ref_i.shape[0] < self.src_i.shape[0]:
             raise InputError(f"the reference has {ref_i.shape[0]} items, fewer than the source's "
                              f"{self.src_i.shape[0]}", where="reference_item")
-        if self.users.size and self.users.max() >= ref_u.shape[0]:
-            n_rows = min(self.src_u.shape[0], ref_u.shape[0])
-            raise InputError(f"user ids must lie in [0, {n_rows}) (rows of both the source and the reference)",
-                             where="users")
+        _check_users(self.users, min(self.src_u.shape[0], ref_u.shape[0]))
 
     def draw(self, ref_rank, n_samples: int, eps: float, seed: int, label="sigmoid"):
         """(users, items, labels): n_samples of the candidates weighted by `ref_rank` (their reference ranks)."""
