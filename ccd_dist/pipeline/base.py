@@ -28,6 +28,7 @@ from ..training.static import block_evaluator
 from .artifacts import RunDir, fingerprint
 from .config import PipelineConfig
 from .pool import TeacherPool
+from .progress import HistoryWatcher
 
 
 def _say(msg: str) -> None:
@@ -48,15 +49,17 @@ def teacher_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, data_fp: str
     if todo:
         _say(f"block {k}: training {len(todo)} teacher member(s): {', '.join(s.name for s in todo)}")
         ref = pool.put(block)
-        calls = []
+        calls, logs = [], {}
         for s in todo:
-            log_path = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
-            calls.append((s.name, "train_base", (ref, cfg.teacher.train), {"log_path": str(log_path)}))
+            logs[s.name] = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
+            calls.append((s.name, "train_base", (ref, cfg.teacher.train), {"log_path": str(logs[s.name])}))
         # Save each member as soon as it finishes: a crash loses only unfinished members.
-        for name, m in pool.run(calls):
-            pool.call(name, "save", str(run.stage(k, f"teacher/{name}")), metrics=m)
-            run.finish(k, f"teacher/{name}", fps[name], {"model": "model.pt"})
-            _say(f"  {name}: test recall@20={m['test']['recall@20']:.4f} ({m['epochs']} epochs, {m['seconds']:.0f}s)")
+        with HistoryWatcher(logs, _say):
+            for name, m in pool.run(calls):
+                pool.call(name, "save", str(run.stage(k, f"teacher/{name}")), metrics=m)
+                run.finish(k, f"teacher/{name}", fps[name], {"model": "model.pt"})
+                _say(f"  {name}: test recall@20={m['test']['recall@20']:.4f} ({m['epochs']} epochs, "
+                     f"{m['seconds']:.0f}s)")
     out = {}
     for s in specs:
         out[s.name] = json.loads((run.stage(k, f"teacher/{s.name}") / "metrics.json").read_text())

@@ -29,6 +29,7 @@ from ..training.static import block_evaluator, selection_evaluator
 from .artifacts import RunDir, fingerprint
 from .base import _say, ensemble_stage, new_user_metrics
 from .config import PipelineConfig, block_schedule
+from .progress import HistoryWatcher
 
 
 def exclusion_lists(models, train, n: int = 40) -> sp.csr_matrix:
@@ -121,15 +122,18 @@ def teacher_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict,
         side = {name: str(run.stage(k, "student_update") / f"{name}.pt")
                 for name in ("stability", "plasticity", "student")}
         lists_prev = str(run.stage(k - 1, "ensemble") / "lists.npz")
-        calls = []
+        calls, logs = [], {}
         for s in todo:
-            log_path = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
+            logs[s.name] = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
             prev_dir = str(run.stage(k - 1, f"teacher/{s.name}"))
-            calls.append((s.name, "update", (ref, k, prev_dir, side, lists_prev, schedule), {"log_path": str(log_path)}))
-        for name, metrics in pool.run(calls):
-            pool.call(name, "save", str(run.stage(k, f"teacher/{name}")), metrics=metrics)
-            run.finish(k, f"teacher/{name}", member_fps[name])
-            _say(f"  {name}: block {k} test recall@20={metrics['test']['recall@20']:.4f} ({metrics['seconds']:.0f}s)")
+            calls.append((s.name, "update", (ref, k, prev_dir, side, lists_prev, schedule),
+                          {"log_path": str(logs[s.name])}))
+        with HistoryWatcher(logs, _say):
+            for name, metrics in pool.run(calls):
+                pool.call(name, "save", str(run.stage(k, f"teacher/{name}")), metrics=metrics)
+                run.finish(k, f"teacher/{name}", member_fps[name])
+                _say(f"  {name}: block {k} test recall@20={metrics['test']['recall@20']:.4f} "
+                     f"({metrics['seconds']:.0f}s)")
     for s in specs:
         fps[(k, f"teacher/{s.name}")] = member_fps[s.name]
     return [member_fps[s.name] for s in specs]

@@ -29,6 +29,7 @@ def test_base_stage_writes_artifacts_and_resumes(store, tmp_path, capsys):
     assert main(["run", "--data", str(store), "--out", str(run), *FAST]) == 0
     out = capsys.readouterr().out
     assert "ensemble" in out and "kd student" in out
+    assert "bpr_0 epoch 2: bpr_loss" in out and "lightgcn_1 epoch 1: bpr_loss" in out  # per-epoch progress
     results = json.loads((run / "base_results.json").read_text())
     assert set(results["members"]) == {"bpr_0", "lightgcn_1"}
     for part in ("ensemble", "kd_student", "plain_student"):
