@@ -13,7 +13,9 @@ from ccd_dist.errors import InputError
 # Any float32 summation of d products is within gamma_d * sum|u_t v_t| of the
 # exact value (gamma_d ~ d * 2**-24), and the canonical score within 2**-24 of
 # it; (d + 4) * 2**-23 is twice that, and sum|u_t v_t| <= |u| |v|. The absolute
-# term covers products that underflow below the float32 normal range.
+# term covers products that underflow below the float32 normal range, or that
+# the fast product flushes to 0 (``_fpmode``: each input or product below 2**-126
+# moves the sum by at most 2**-126 times the larger of 1, |u_t| and |v_t|).
 _REL = 2.0 ** -23
 _ABS = 2.0 ** -120
 _MAX_SCORE = 1e36  # keeps every product and partial sum finite in float32
@@ -59,7 +61,8 @@ def error_bounds(user_vecs: np.ndarray, item_max_norm: float) -> np.ndarray:
     item_max_norm: the largest item embedding norm (``row_norms(item_emb).max()``).
     """
     d = user_vecs.shape[1]
-    return (d + 4) * (_REL * row_norms(user_vecs) * item_max_norm + _ABS)
+    norms = row_norms(user_vecs)
+    return (d + 4) * (_REL * norms * item_max_norm + _ABS * (1.0 + norms + item_max_norm))
 
 
 def as_ids(ids, n: int, name: str) -> np.ndarray:

@@ -15,13 +15,15 @@ import numba
 import numpy as np
 
 from ._blas import local_thread_setter
+from ._fpmode import flush_subnormals
 from ._inputs import as_ids, as_matrix, check_pair, default_chunk
 
 
 def score_chunk(user_vecs: np.ndarray, item_emb: np.ndarray, buf: np.ndarray) -> np.ndarray:
-    """user_vecs @ item_emb.T into buf[:len(user_vecs)] (no allocation)."""
+    """user_vecs @ item_emb.T into buf[:len(user_vecs)] (no allocation), subnormals flushed (``_fpmode``)."""
     out = buf[: user_vecs.shape[0]]
-    np.matmul(user_vecs, item_emb.T, out=out)
+    with flush_subnormals():
+        np.matmul(user_vecs, item_emb.T, out=out)
     return out
 
 
@@ -48,8 +50,15 @@ def map_chunks(user_emb, item_emb, users, chunk_size, work, work_parallel, worke
     n_chunks = -(-len(users) // chunk_size)
     setter = local_thread_setter()
     if setter is None or workers <= 1 or n_chunks <= 1:
-        for start, ids, vecs, scores in iter_chunks(user_emb, item_emb, users, chunk_size):
-            work_parallel(start, ids, vecs, scores)
+        # One worker: the product stays on this thread (which flushes subnormals, and
+        # is all a worker pinned to one thread may use); otherwise a threaded product.
+        previous = setter(1) if setter is not None and workers <= 1 else None
+        try:
+            for start, ids, vecs, scores in iter_chunks(user_emb, item_emb, users, chunk_size):
+                work_parallel(start, ids, vecs, scores)
+        finally:
+            if previous is not None:
+                setter(previous)
         return
     local = threading.local()
 

@@ -144,6 +144,38 @@ def test_torch_inputs_are_accepted():
     assert ranks.shape == (2,)
 
 
+def test_flush_subnormals_is_scoped_to_the_block():
+    from ccd_dist.ranking import _fpmode
+
+    x = np.float32(1e-20)
+    assert x * x > 0  # 1e-40: subnormal
+    with _fpmode.flush_subnormals():
+        inside = x * x
+    assert x * x > 0  # restored
+    if _fpmode._libm() is not None:
+        assert inside == 0
+
+
+@pytest.mark.parametrize("backend", ["numba", "faiss"])
+def test_tiny_rows_rank_as_without_the_flush(backend, monkeypatch):
+    """Rows shrunk to ~1e-37 (products subnormal): same items and scores, bit for bit, flush on or off."""
+    from ccd_dist.ranking import _fpmode
+
+    rng = np.random.default_rng(5)
+    user_emb, item_emb = embeddings(rng, 40, 50, 8, False)
+    user_emb[:12] *= np.float32(1e-37)  # direction kept: their order is still meaningful
+    user_emb[12:15] *= np.float32(1e-44)  # subnormal entries
+    item_emb[3] *= np.float32(1e-38)
+    exclude = sp.random(40, 50, density=0.1, random_state=1, format="csr")
+    want = brute_topk(user_emb, item_emb, 7, exclude=exclude)
+    assert_same(topk(user_emb, item_emb, 7, exclude=exclude, backend=backend), want)
+    cand = rng.integers(0, 50, 40)
+    ranks = rank_of(user_emb, item_emb, np.arange(40), cand)
+    monkeypatch.setattr(_fpmode, "ENABLED", False)
+    assert_same(topk(user_emb, item_emb, 7, exclude=exclude, backend=backend), want)
+    np.testing.assert_array_equal(rank_of(user_emb, item_emb, np.arange(40), cand), ranks)
+
+
 def test_results_do_not_depend_on_threads_chunks_or_execution_mode(monkeypatch):
     rng = np.random.default_rng(8)
     user_emb, item_emb = embeddings(rng, 50, 5000, 8, False)
