@@ -422,7 +422,9 @@ def neighbour_log_likelihood(target, neighbours, weights: sp.csr_matrix, tempera
     cols = torch.from_numpy(coo.col.astype(np.int64)).to(dev)
     w = torch.from_numpy(coo.data.astype(np.float32)).to(dev)
     b = target.shape[0]
-    dots = (target[rows] * neighbours[cols]).sum(-1) / temperature
+    # index_select, not [cols]: the backward of advanced indexing with repeated ids
+    # accumulates in an order that depends on the thread count
+    dots = (target.index_select(0, rows) * neighbours.index_select(0, cols)).sum(-1) / temperature
     weighted = torch.zeros(b, device=dev, dtype=neighbours.dtype).index_add(0, rows, w * dots)
     total = torch.from_numpy(np.asarray(weights.sum(axis=1), dtype=np.float32).reshape(-1)).to(dev)
     lse = torch.zeros(b, device=dev, dtype=neighbours.dtype)

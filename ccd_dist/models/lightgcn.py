@@ -74,7 +74,7 @@ class LightGCN(BPRMF):
     def pair_scores(self, users, items):
         users, items = as_index(users, self.n_users, "users"), as_index(items, self.n_items, "items")
         out, inv = self._propagate_nodes(np.concatenate([users, items + self.n_users]))
-        rows = out[inv]
+        rows = out.index_select(0, inv)  # not out[inv]: its backward depends on the thread count
         return (rows[: len(users)] * rows[len(users):]).sum(-1)
 
     def score(self, users, items):
@@ -87,5 +87,5 @@ class LightGCN(BPRMF):
         neg = as_index(neg, self.n_items, "neg").reshape(len(users), -1)
         b, k = neg.shape
         out, inv = self._propagate_nodes(np.concatenate([users, pos + self.n_users, neg.ravel() + self.n_users]))
-        rows = out[inv]
+        rows = out.index_select(0, inv)  # not out[inv]: its backward depends on the thread count
         return bpr_pairwise(rows[:b], rows[b:2 * b], rows[2 * b:].view(b, k, -1), reduction)

@@ -12,6 +12,7 @@ from ccd_dist.ccd.lwckd import (
     ScoreBuffers,
     cosine_graph,
     dec_cluster_loss,
+    neighbour_log_likelihood,
 )
 from ccd_dist.data import interactions_to_csr
 from ccd_dist.models import build_model
@@ -375,3 +376,16 @@ def test_row_logsumexp_is_identical_at_any_thread_count(dtype):
         torch.set_num_threads(threads)  # the one_torch_thread fixture restores the count
         results.append(_lse_and_grads(t0, n0, g, 0.2, buffers=ScoreBuffers(), dtype=dtype))
     assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_neighbour_rows_gradient_does_not_depend_on_torch_threads():
+    """Neighbours repeat across target rows; the gradient must add them up in a fixed order."""
+    from test_models import gradients_per_thread_count
+
+    rng = np.random.default_rng(4)
+    target = torch.from_numpy(rng.standard_normal((400, 64)).astype(np.float32))
+    neighbours = torch.from_numpy(rng.standard_normal((150, 64)).astype(np.float32)).requires_grad_(True)
+    weights = sp.random(400, 150, density=0.2, random_state=5, format="csr")
+    grads = gradients_per_thread_count(lambda: neighbour_log_likelihood(target, neighbours, weights, 5.0).sum(),
+                                       neighbours)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])

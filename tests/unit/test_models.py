@@ -136,6 +136,30 @@ def test_lightgcn_kernels_do_not_depend_on_thread_count():
     assert torch.equal(grads[0], grads[1]) and torch.equal(reps[0], reps[1])
 
 
+def gradients_per_thread_count(loss_of, parameter, counts=(1, 2, 2, 2)) -> list:
+    """The gradient of `parameter` from loss_of() with torch on each thread count (restored after)."""
+    grads, before = [], torch.get_num_threads()
+    try:
+        for threads in counts:
+            torch.set_num_threads(threads)
+            parameter.grad = None
+            loss_of().backward()
+            grads.append(parameter.grad.clone())
+    finally:
+        torch.set_num_threads(before)
+    return grads
+
+
+def test_lightgcn_gradient_with_repeated_ids_does_not_depend_on_torch_threads():
+    """A batch repeats users and items; gathering their rows must have a backward without races."""
+    rng = np.random.default_rng(0)
+    train = sp.random(300, 200, density=0.05, random_state=3, format="csr")
+    users, pos, neg = rng.integers(0, 300, 2048), rng.integers(0, 200, 2048), rng.integers(0, 200, 2048)
+    model = build_model("lightgcn", 300, 200, 64, layers=2, seed=0).set_interactions(train)
+    grads = gradients_per_thread_count(lambda: model.bpr_loss(users, pos, neg), model.embedding.weight)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
 def test_lightgcn_needs_a_graph_and_valid_ids():
     model = build_model("lightgcn", N_USERS, N_ITEMS, 8)
     with pytest.raises(RuntimeError, match="set_interactions"):
