@@ -176,7 +176,9 @@ def _candidates(row, k, tau, scratch, ci, cs):
     at least (k-th best score - 2 tau), or all eligible items when fewer than k.
     The first pass uses a tight threshold read off a sample (about k + 4n/_SAMPLE
     items reach it); when fewer than k do, a safer one (about 4k), and then
-    every eligible item.
+    every eligible item. Should 2 tau reach below the threshold used (rows
+    whose scores are all within the error bound of each other, e.g. rows
+    shrunk to ~1e-37), the row is collected again down to k-th - 2 tau.
     """
     if k == 0:
         return 0
@@ -184,18 +186,26 @@ def _candidates(row, k, tau, scratch, ci, cs):
     r_tight = (k * _SAMPLE) // n + 4
     r_safe = (4 * k * _SAMPLE) // n + 8
     m = -1
+    used = NEG_INF  # the threshold of the last collection
     if n > 4 * _SAMPLE and r_safe <= _SAMPLE // 4:
         t = _sample_threshold(row, r_safe, scratch)
-        t_tight = scratch[r_tight - 1]
-        m = _collect(row, t_tight, ci, cs)
+        used = scratch[r_tight - 1]
+        m = _collect(row, used, ci, cs)
         if m < k:
-            m = _collect(row, t, ci, cs)
+            used = t
+            m = _collect(row, used, ci, cs)
     if m < k:
+        used = NEG_INF
         m = _collect(row, NEG_INF, ci, cs)
-    if m <= k:
+    if m <= k and used == NEG_INF:  # every eligible item, at most k of them
         return m
-    kth = np.partition(cs[:m], m - k)[m - k]  # k-th largest
+    kth = np.partition(cs[:m], m - k)[m - k]  # k-th largest (every item above `used` is in)
     lo = np.float64(kth) - 2.0 * tau
+    if np.float64(used) > lo:  # tau reaches below the sampled threshold: collect down to lo
+        below = np.float32(lo)
+        if np.float64(below) > lo:
+            below = np.nextafter(below, NEG_INF)
+        m = _collect(row, below, ci, cs)
     keep = 0
     for p in range(m):
         if np.float64(cs[p]) >= lo:

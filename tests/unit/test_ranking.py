@@ -176,6 +176,20 @@ def test_tiny_rows_rank_as_without_the_flush(backend, monkeypatch):
     np.testing.assert_array_equal(rank_of(user_emb, item_emb, np.arange(40), cand), ranks)
 
 
+@pytest.mark.parametrize("flush", [True, False])
+def test_rows_whose_scores_all_lie_within_the_error_bound_are_still_exact(flush, monkeypatch):
+    """A catalogue large enough for the sampled threshold (> 4,096 items) and rows shrunk to ~1e-37,
+    whose error bound spans every score: the threshold pass alone used to miss items of the top k."""
+    from ccd_dist.ranking import _fpmode
+
+    monkeypatch.setattr(_fpmode, "ENABLED", flush)
+    rng = np.random.default_rng(5)
+    user_emb = (rng.standard_normal((600, 32)) * 0.1).astype(np.float32)
+    item_emb = (rng.standard_normal((5000, 32)) * 0.1).astype(np.float32)
+    user_emb[:300] *= np.float32(1e-36)
+    assert_same(topk(user_emb, item_emb, 50), brute_topk(user_emb, item_emb, 50))
+
+
 def test_results_do_not_depend_on_threads_chunks_or_execution_mode(monkeypatch):
     rng = np.random.default_rng(8)
     user_emb, item_emb = embeddings(rng, 50, 5000, 8, False)
