@@ -35,6 +35,15 @@ def _say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def run_members(pool, run: RunDir, k: int, calls: list, logs: dict):
+    """Run member calls, printing their epochs; save each member as soon as it finishes
+    (a crash loses only unfinished members) and yield (name, metrics)."""
+    with HistoryWatcher(logs, _say):
+        for name, metrics in pool.run(calls):
+            pool.call(name, "save", str(run.stage(k, f"teacher/{name}")), metrics=metrics)
+            yield name, metrics
+
+
 def _metrics_row(block, model, chunk=4096) -> dict:
     return {s: block_evaluator(block, s, chunk)(model) for s in ("valid", "test")}
 
@@ -53,13 +62,9 @@ def teacher_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, data_fp: str
         for s in todo:
             logs[s.name] = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
             calls.append((s.name, "train_base", (ref, cfg.teacher.train), {"log_path": str(logs[s.name])}))
-        # Save each member as soon as it finishes: a crash loses only unfinished members.
-        with HistoryWatcher(logs, _say):
-            for name, m in pool.run(calls):
-                pool.call(name, "save", str(run.stage(k, f"teacher/{name}")), metrics=m)
-                run.finish(k, f"teacher/{name}", fps[name], {"model": "model.pt"})
-                _say(f"  {name}: test recall@20={m['test']['recall@20']:.4f} ({m['epochs']} epochs, "
-                     f"{m['seconds']:.0f}s)")
+        for name, m in run_members(pool, run, k, calls, logs):
+            run.finish(k, f"teacher/{name}", fps[name], {"model": "model.pt"})
+            _say(f"  {name}: test recall@20={m['test']['recall@20']:.4f} ({m['epochs']} epochs, {m['seconds']:.0f}s)")
     out = {}
     for s in specs:
         out[s.name] = json.loads((run.stage(k, f"teacher/{s.name}") / "metrics.json").read_text())

@@ -27,9 +27,8 @@ from ..ranking import topk
 from ..resources import peak_rss_mb
 from ..training.static import block_evaluator, selection_evaluator
 from .artifacts import RunDir, fingerprint
-from .base import _say, ensemble_stage, new_user_metrics
+from .base import _say, ensemble_stage, new_user_metrics, run_members
 from .config import PipelineConfig, block_schedule
-from .progress import HistoryWatcher
 
 
 def exclusion_lists(models, train, n: int = 40) -> sp.csr_matrix:
@@ -128,12 +127,9 @@ def teacher_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict,
             prev_dir = str(run.stage(k - 1, f"teacher/{s.name}"))
             calls.append((s.name, "update", (ref, k, prev_dir, side, lists_prev, schedule),
                           {"log_path": str(logs[s.name])}))
-        with HistoryWatcher(logs, _say):
-            for name, metrics in pool.run(calls):
-                pool.call(name, "save", str(run.stage(k, f"teacher/{name}")), metrics=metrics)
-                run.finish(k, f"teacher/{name}", member_fps[name])
-                _say(f"  {name}: block {k} test recall@20={metrics['test']['recall@20']:.4f} "
-                     f"({metrics['seconds']:.0f}s)")
+        for name, metrics in run_members(pool, run, k, calls, logs):
+            run.finish(k, f"teacher/{name}", member_fps[name])
+            _say(f"  {name}: block {k} test recall@20={metrics['test']['recall@20']:.4f} ({metrics['seconds']:.0f}s)")
     for s in specs:
         fps[(k, f"teacher/{s.name}")] = member_fps[s.name]
     return [member_fps[s.name] for s in specs]
