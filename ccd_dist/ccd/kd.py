@@ -45,6 +45,8 @@ import torch
 from ..config import TrainConfig
 from ..errors import InputError
 from ..kernels.subsets import clip_scale_rows
+from ..models.reduce import stable_sum
+from ..ranking._blas import fixed_split_matmul
 from ..training.batches import epoch_seed
 from ..training.loop import FitResult, fit
 from .ensemble import TeacherLists, csr_fingerprint
@@ -89,7 +91,7 @@ def _plackett_luce(s1, exp_sum2, s1_valid=None) -> torch.Tensor:
     terms = s1 - torch.log(below + LOG_EPS)
     if s1_valid is not None:
         terms = terms * valid
-    return -terms.sum()
+    return -stable_sum(terms)
 
 
 def relaxed_ranking_loss(s1, s2, s1_valid=None, s2_mask=None) -> torch.Tensor:
@@ -142,7 +144,7 @@ class MaskedExpSum(torch.autograd.Function):
             e.clamp_(max=SCORE_CLIP).exp_().mul_(keep)
         else:
             e_np = ws.scores[:b]
-            np.matmul(rows.detach().numpy(), table.detach().numpy().T, out=e_np)
+            fixed_split_matmul(rows.detach().numpy(), table.detach().numpy().T, out=e_np)
             e = torch.from_numpy(e_np)
             e.clamp_(max=SCORE_CLIP)
             np.exp(e_np, out=e_np)  # NumPy's SIMD float32 exp: ~2x torch's here
@@ -165,8 +167,8 @@ class MaskedExpSum(torch.autograd.Function):
             raise RuntimeError("ExpSumWorkspace reused before the backward of the previous forward")
         e_np = e.numpy()
         clip_scale_rows(e_np, grad.detach().numpy(), MaskedExpSum.CLIPPED)
-        grad_rows = torch.from_numpy(e_np @ table.detach().numpy())
-        grad_table = torch.from_numpy(e_np.T @ rows.detach().numpy())
+        grad_rows = torch.from_numpy(fixed_split_matmul(e_np, table.detach().numpy()))
+        grad_table = torch.from_numpy(fixed_split_matmul(e_np.T, rows.detach().numpy()))
         return grad_rows, grad_table, None, None
 
 
@@ -177,7 +179,10 @@ def rrd_loss(rows, table, interesting, valid, keep, ws=None) -> torch.Tensor:
     id with valid False); keep: float32 [B, n], 1 where a candidate is an
     uninteresting sample of the row; ws: optional CPU ``ExpSumWorkspace``.
     """
-    s1 = torch.clamp((rows[:, None, :] * table[interesting]).sum(-1), max=SCORE_CLIP)
+    # index_select, not table[interesting]: the backward of a gather with repeated
+    # ids accumulates in a thread-count dependent order (docs/architecture.md)
+    picked = table.index_select(0, interesting.reshape(-1)).view(*interesting.shape, table.shape[1])
+    s1 = torch.clamp((rows[:, None, :] * picked).sum(-1), max=SCORE_CLIP)
     return _plackett_luce(s1, MaskedExpSum.apply(rows, table, keep, ws), valid)
 
 

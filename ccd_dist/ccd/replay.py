@@ -47,6 +47,7 @@ from ..ranking._inputs import as_matrix
 from ..errors import InputError
 from ..kernels._rng import seed_key, sub_key
 from ..training.batches import epoch_seed, iter_batches
+from ..models.reduce import stable_mean, stable_sum
 
 LABELS = ("sigmoid", "softmax")
 _UNIT = 2.0 ** -53
@@ -306,8 +307,9 @@ class ReplayPass:
                                     epoch_seed(self.seed, epoch, 11)):
             optimizer.zero_grad(set_to_none=True)
             logits = pair_logits(model, u, i)
-            loss = lam * torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, y.to(logits.device), reduction=self.reduction)
+            per_pair = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, y.to(logits.device), reduction="none")
+            loss = lam * (stable_sum(per_pair) if self.reduction == "sum" else stable_mean(per_pair))
             loss.backward()
             optimizer.step()
             total += float(loss.detach())

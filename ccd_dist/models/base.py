@@ -53,6 +53,7 @@ from torch import nn
 from ..errors import InputError
 from ..io import atomic_write_bytes
 from .graph import binary_csr
+from .reduce import stable_mean, stable_sum
 
 FORMAT = "ccd-dist/recommender"
 FORMAT_VERSION = 1
@@ -75,9 +76,9 @@ def bpr_pairwise(u: torch.Tensor, p: torch.Tensor, n: torch.Tensor, reduction: s
     neg = torch.einsum("bd,bkd->bk", u, n)
     loss = nn.functional.softplus(neg - pos)
     if reduction == "sum":
-        return loss.sum()
+        return stable_sum(loss)
     if reduction == "mean":
-        return loss.mean()
+        return stable_mean(loss)
     raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
 
 

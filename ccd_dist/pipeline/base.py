@@ -28,7 +28,7 @@ from ..training.static import block_evaluator
 from .artifacts import RunDir, fingerprint
 from .config import PipelineConfig
 from .pool import TeacherPool
-from .progress import HistoryWatcher
+from .progress import HistoryWatcher, epoch_printer
 
 
 def _say(msg: str) -> None:
@@ -127,9 +127,10 @@ def student_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, name: str, f
                             layers=cfg.student.layers, seed=seed)
         evaluate = block_evaluator(block, "valid", 4096)
         if lists is not None:
-            model, result = distill(model, block.train, lists, cfg.kd, evaluate=evaluate)
+            model, result = distill(model, block.train, lists, cfg.kd, evaluate=evaluate,
+                                    log=epoch_printer(name, _say))
         else:
-            result = fit(model, block.train, cfg.plain, evaluate)
+            result = fit(model, block.train, cfg.plain, evaluate, log=epoch_printer(name, _say))
         metrics = _metrics_row(block, model)
         metrics.update(epochs=result.epochs_run, best_epoch=result.best_epoch,
                        seconds=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(), history=result.history)

@@ -29,6 +29,7 @@ from ..training.static import block_evaluator, selection_evaluator
 from .artifacts import RunDir, fingerprint
 from .base import _say, ensemble_stage, new_user_metrics, run_members
 from .config import PipelineConfig, block_schedule
+from .progress import epoch_printer
 
 
 def exclusion_lists(models, train, n: int = 40) -> sp.csr_matrix:
@@ -88,7 +89,8 @@ def student_update_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict)
     lists_prev = TeacherLists.load(run.stage(k - 1, "ensemble") / "lists.npz")
     schedule = block_schedule(cfg, k).student
     result = update_student(distilled, stability, plasticity, stream, k, lists_prev, schedule,
-                            selection_evaluator(stream, k, schedule.select_over))
+                            selection_evaluator(stream, k, schedule.select_over),
+                            log=epoch_printer("student_update", _say))
     path = run.begin(k, "student_update")
     result.student.save(path / "student.pt")
     for name in ("stability", "plasticity"):
@@ -152,7 +154,7 @@ def kd_stage(stream, k, cfg: PipelineConfig, run: RunDir, fps: dict) -> str:
     model = build_model(cfg.student.kind, block.n_users, block.n_items, cfg.student.dim,
                         layers=cfg.student.layers, seed=cfg.kd.seed)
     model, result = distill(model, block.train, lists, cfg.kd, exclude=exclude,
-                            evaluate=block_evaluator(block, "valid", 4096))
+                            evaluate=block_evaluator(block, "valid", 4096), log=epoch_printer("kd", _say))
     path = run.begin(k, "kd")
     model.save(path / "model.pt")
     atomic_write_json(path / "metrics.json", {

@@ -30,6 +30,7 @@ from ..training.static import selection_evaluator
 from .artifacts import RunDir, fingerprint
 from .base import _say, new_user_metrics
 from .continual import evaluate_model
+from .progress import epoch_printer
 
 CCD_VARIANTS = {
     "ccd": [],
@@ -71,21 +72,22 @@ def student_baseline_stage(stream, k: int, cfg, run: RunDir, method: str, fps: d
     prev_path = run.stage(k - 1, name) / "model.pt" if k > 1 else run.stage(0, "kd") / "model.pt"
     block = stream[k]
     evaluate = selection_evaluator(stream, k, cfg.student_update.select_over)
+    log = epoch_printer(name, _say)
     if method == "ft":
         result = update_student(Recommender.load(prev_path), None, None, stream, k, None,
-                                finetune_config(**_train_fields(cfg.student_update)), evaluate)
+                                finetune_config(**_train_fields(cfg.student_update)), evaluate, log=log)
         model, fit_result = result.student, result.fit_result
     elif method == "lwckd":
         tcfg = dataclasses.replace(cfg.teacher_update, **_train_fields(cfg.student_update), replay=False,
                                    use_stability=False, use_plasticity=False, use_student=False, exclusion=False,
                                    graph="block")  # a student: block k's graph, whatever the teacher's
         model, fit_result = update_teacher_member(Recommender.load(prev_path), cfg.student.kind, stream, k, {},
-                                                  None, tcfg, evaluate)
+                                                  None, tcfg, evaluate, log=log)
     else:  # retrain
         union = cumulative_block(stream, k)
         model = build_model(cfg.student.kind, block.n_users, block.n_items, cfg.student.dim,
                             layers=cfg.student.layers, seed=cfg.plain.seed)
-        fit_result = fit(model, union.train, cfg.plain, evaluate)
+        fit_result = fit(model, union.train, cfg.plain, evaluate, log=log)
     per_block = evaluate_model(model, stream, k)
     path = run.begin(k, name)
     model.save(path / "model.pt")

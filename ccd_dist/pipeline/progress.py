@@ -1,4 +1,4 @@
-"""Per-epoch progress of teacher members that train out of sight.
+"""Per-epoch progress lines for log files (tqdm bars only show on a terminal).
 
 Members run in Ray actors (or in this process, where tqdm bars only show on a
 terminal), so their epochs would otherwise be invisible in a log file for the
@@ -24,6 +24,11 @@ def describe(name: str, record: dict) -> str:
     seconds = record.get("train_seconds")
     tail = f" ({seconds:.0f}s)" if isinstance(seconds, (int, float)) else ""
     return f"  {name} epoch {record.get('epoch', '?')}: {', '.join(parts) or 'no losses'}{tail}"
+
+
+def epoch_printer(name: str, say):
+    """A ``fit(log=...)`` callback printing one line per epoch of a stage run in this process."""
+    return lambda record: say(describe(name, record))
 
 
 class HistoryWatcher:

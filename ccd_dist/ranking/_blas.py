@@ -11,17 +11,20 @@ engine falls back to one multi-threaded product per chunk.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+
+import numba
+import numpy as np
 
 
 @lru_cache(maxsize=1)
 def local_thread_setter():
     """A function n -> previous count for the calling thread's numpy BLAS, or None."""
-    import numpy as np
-
     libs_dir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
     for path in sorted(glob.glob(os.path.join(libs_dir, "*openblas*"))):
         try:
@@ -33,3 +36,52 @@ def local_thread_setter():
         fn.argtypes = [ctypes.c_int]
         return fn
     return None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Inside: numpy's BLAS runs on the calling thread only (where that can be set)."""
+    setter = local_thread_setter()
+    previous = setter(1) if setter is not None else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            setter(previous)
+
+
+def fixed_split_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, rows_per_task: int = 256,
+                       workers: int | None = None) -> np.ndarray:
+    """a @ b (into `out` if given) with the same bits whatever the BLAS thread count.
+
+    Why: multi-threaded OpenBLAS splits a product with few output columns and
+    a long inner dimension (the KD gradients, [B, n_items] @ [n_items, d])
+    differently for each thread count, so the last bits of the result, and of
+    every later training step, changed between one and two threads. Here the
+    rows of `a` are cut into fixed slices, each multiplied by a one-thread BLAS
+    call on one of `workers` threads (default: Numba's thread count), so each
+    output row comes from the same call however many workers share them.
+    Without per-thread BLAS control (see above) the slices run one after the
+    other on the library's own threads, and this guarantee is lost.
+    """
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+    starts = range(0, a.shape[0], rows_per_task)
+    workers = numba.get_num_threads() if workers is None else int(workers)
+    setter = local_thread_setter()
+
+    def run(start):
+        np.matmul(a[start:start + rows_per_task], b, out=out[start:start + rows_per_task])
+
+    if workers <= 1 or len(starts) <= 1 or setter is None:
+        with one_blas_thread():
+            for start in starts:
+                run(start)
+        return out
+    # Each pool thread is set to one BLAS thread once and never restored: restoring
+    # while another worker multiplies let some of its products run multi-threaded.
+    with ThreadPoolExecutor(max_workers=min(workers, len(starts)), thread_name_prefix="ccd-matmul",
+                            initializer=setter, initargs=(1,)) as pool:
+        for future in [pool.submit(run, start) for start in starts]:
+            future.result()
+    return out

@@ -17,6 +17,7 @@ from ccd_dist.ccd.lwckd import (
 from ccd_dist.data import interactions_to_csr
 from ccd_dist.models import build_model
 from ccd_dist.errors import InputError
+from thread_counts import gradients_per_thread_count
 
 T = 5.0
 
@@ -380,8 +381,6 @@ def test_row_logsumexp_is_identical_at_any_thread_count(dtype):
 
 def test_neighbour_rows_gradient_does_not_depend_on_torch_threads():
     """Neighbours repeat across target rows; the gradient must add them up in a fixed order."""
-    from test_models import gradients_per_thread_count
-
     rng = np.random.default_rng(4)
     target = torch.from_numpy(rng.standard_normal((400, 64)).astype(np.float32))
     neighbours = torch.from_numpy(rng.standard_normal((150, 64)).astype(np.float32)).requires_grad_(True)

@@ -11,6 +11,7 @@ from ccd_dist.errors import InputError
 from ccd_dist.models import LightGCN, NormalizedGraph, build_model
 from ccd_dist.models.vae import kl_weight
 from model_mixin import N_ITEMS, N_USERS, ModelTestMixin, tiny_interactions
+from thread_counts import gradients_per_thread_count, losses_and_gradients
 
 
 def dense_normalized_adjacency(train: sp.csr_matrix) -> np.ndarray:
@@ -136,20 +137,6 @@ def test_lightgcn_kernels_do_not_depend_on_thread_count():
     assert torch.equal(grads[0], grads[1]) and torch.equal(reps[0], reps[1])
 
 
-def gradients_per_thread_count(loss_of, parameter, counts=(1, 2, 2, 2)) -> list:
-    """The gradient of `parameter` from loss_of() with torch on each thread count (restored after)."""
-    grads, before = [], torch.get_num_threads()
-    try:
-        for threads in counts:
-            torch.set_num_threads(threads)
-            parameter.grad = None
-            loss_of().backward()
-            grads.append(parameter.grad.clone())
-    finally:
-        torch.set_num_threads(before)
-    return grads
-
-
 def test_lightgcn_gradient_with_repeated_ids_does_not_depend_on_torch_threads():
     """A batch repeats users and items; gathering their rows must have a backward without races."""
     rng = np.random.default_rng(0)
@@ -158,6 +145,21 @@ def test_lightgcn_gradient_with_repeated_ids_does_not_depend_on_torch_threads():
     model = build_model("lightgcn", 300, 200, 64, layers=2, seed=0).set_interactions(train)
     grads = gradients_per_thread_count(lambda: model.bpr_loss(users, pos, neg), model.embedding.weight)
     assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
+def test_vae_loss_and_gradients_do_not_depend_on_thread_counts():
+    """[1024, 3000] decoder products and the batch loss on 1 and 2 torch / BLAS threads."""
+    train = sp.random(2000, 3000, density=0.01, random_state=3, format="csr")
+    model = build_model("vae", 2000, 3000, 64, seed=0).set_interactions(train)
+
+    def loss():
+        model._noise.manual_seed(5)  # the same reparameterisation noise each time
+        return model.vae_loss(np.arange(1024), 3)
+
+    runs = losses_and_gradients(loss, list(model.parameters()))
+    for value, grads in runs[1:]:
+        assert torch.equal(runs[0][0], value)
+        assert all(torch.equal(a, b) for a, b in zip(runs[0][1], grads))
 
 
 def test_lightgcn_needs_a_graph_and_valid_ids():

@@ -30,6 +30,7 @@ def test_base_stage_writes_artifacts_and_resumes(store, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ensemble" in out and "kd student" in out
     assert "bpr_0 epoch 2: bpr_loss" in out and "lightgcn_1 epoch 1: bpr_loss" in out  # per-epoch progress
+    assert "kd epoch 1: bpr_loss" in out and "de_rrd_loss" in out and "plain epoch 1: bpr_loss" in out
     results = json.loads((run / "base_results.json").read_text())
     assert set(results["members"]) == {"bpr_0", "lightgcn_1"}
     for part in ("ensemble", "kd_student", "plain_student"):

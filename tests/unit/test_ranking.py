@@ -9,6 +9,8 @@ from ccd_dist.errors import InputError
 from ccd_dist.ranking import iter_score_chunks, rank_of, top_users, topk
 from ccd_dist.ranking import chunks as chunks_mod
 from ccd_dist.ranking import engine
+from ccd_dist.ranking._blas import fixed_split_matmul
+from thread_counts import all_threads
 
 
 def canonical_scores(user_emb, item_emb):
@@ -271,3 +273,20 @@ def test_bad_input_raises_input_error(call, expected):
     user_emb, item_emb = embeddings(rng, 3, 4, 3, False)
     with pytest.raises(InputError, match=expected.replace("[", r"\[").replace("]", r"\]")):
         call(user_emb, item_emb)
+
+
+def test_fixed_split_matmul_is_the_same_on_any_number_of_workers_and_blas_threads():
+    """Plain OpenBLAS changes the last bits of [B, n] @ [n, d] with its thread count."""
+    rng = np.random.default_rng(0)
+    a = rng.random((1000, 700)).astype(np.float32)
+    b = rng.standard_normal((700, 8)).astype(np.float32)
+    results = []
+    for _ in range(20):  # a worker left on more BLAS threads showed up about once in 20 rounds
+        for threads in (1, 2):
+            with all_threads(threads):
+                results += [fixed_split_matmul(a, b, workers=w) for w in (1, 2, 3)]
+                results.append(fixed_split_matmul(a.T.copy().T, b))  # a strided (Fortran-order) left operand
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+    np.testing.assert_allclose(results[0], a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    out = np.full((1000, 8), np.nan, np.float32)
+    assert fixed_split_matmul(a, b, out=out) is out and np.array_equal(out, results[0])
