@@ -50,7 +50,7 @@ def one_blas_thread():
             setter(previous)
 
 
-def fixed_split_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, rows_per_task: int = 256,
+def fixed_split_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, rows_per_task: int | None = None,
                        workers: int | None = None) -> np.ndarray:
     """a @ b (into `out` if given) with the same bits whatever the BLAS thread count.
 
@@ -58,7 +58,8 @@ def fixed_split_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = No
     a long inner dimension (the KD gradients, [B, n_items] @ [n_items, d])
     differently for each thread count, so the last bits of the result, and of
     every later training step, changed between one and two threads. Here the
-    rows of `a` are cut into fixed slices, each multiplied by a one-thread BLAS
+    rows of `a` are cut into fixed slices (at most 16 of them, at least 256
+    rows each unless `a` is shorter), each multiplied by a one-thread BLAS
     call on one of `workers` threads (default: Numba's thread count), so each
     output row comes from the same call however many workers share them.
     Without per-thread BLAS control (see above) the slices run one after the
@@ -66,6 +67,8 @@ def fixed_split_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = No
     """
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+    if rows_per_task is None:  # from the shape only, never from the thread count
+        rows_per_task = max(256, -(-a.shape[0] // 16))
     starts = range(0, a.shape[0], rows_per_task)
     workers = numba.get_num_threads() if workers is None else int(workers)
     setter = local_thread_setter()
