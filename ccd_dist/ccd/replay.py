@@ -46,8 +46,8 @@ from .. import ranking
 from ..ranking._inputs import as_matrix
 from ..errors import InputError
 from ..kernels._rng import seed_key, sub_key
-from ..training.batches import epoch_seed, iter_batches
 from ..models.reduce import stable_mean, stable_sum
+from ..training.batches import epoch_seed, iter_batches
 
 LABELS = ("sigmoid", "softmax")
 _UNIT = 2.0 ** -53

@@ -8,13 +8,14 @@ those instead of comparing these scores.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
-from ._blas import local_thread_setter
+from ._blas import local_thread_setter, one_blas_thread
 from ._fpmode import flush_subnormals
 from ._inputs import as_ids, as_matrix, check_pair, default_chunk
 
@@ -52,13 +53,9 @@ def map_chunks(user_emb, item_emb, users, chunk_size, work, work_parallel, worke
     if setter is None or workers <= 1 or n_chunks <= 1:
         # One worker: the product stays on this thread (which flushes subnormals, and
         # is all a worker pinned to one thread may use); otherwise a threaded product.
-        previous = setter(1) if setter is not None and workers <= 1 else None
-        try:
+        with one_blas_thread() if workers <= 1 else contextlib.nullcontext():
             for start, ids, vecs, scores in iter_chunks(user_emb, item_emb, users, chunk_size):
                 work_parallel(start, ids, vecs, scores)
-        finally:
-            if previous is not None:
-                setter(previous)
         return
     local = threading.local()
 

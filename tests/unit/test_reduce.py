@@ -4,17 +4,14 @@ import pytest
 import torch
 
 from ccd_dist.models.reduce import SERIAL_LIMIT, stable_mean, stable_sum
-from thread_counts import losses_and_gradients
+from thread_counts import all_threads, losses_and_gradients
 
 
 def per_thread_count(fn, x, counts=(1, 2, 2, 2)):
-    before, out = torch.get_num_threads(), []
-    try:
-        for threads in counts:
-            torch.set_num_threads(threads)
+    out = []
+    for threads in counts:
+        with all_threads(threads):
             out.append(fn(x))
-    finally:
-        torch.set_num_threads(before)
     return out
 
 
