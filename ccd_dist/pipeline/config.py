@@ -80,8 +80,9 @@ RUN_SH_SCHEDULE = ScheduleConfig(
 )
 
 
-# The authors tuned replay_lambda = 0.5 for Yelp's LightGCN teachers; Gowalla's BPR-MF
-# members do best at 0.05 on block-1 validation (bench/teacher_forgetting.py).
+# The reference's teacher replay weight is 0.5 (§7.1); at 0.5 the d=16 student's replay
+# drags Gowalla's d=64 BPR-MF members below an update without replay. 0.05 had the best
+# block-1 valid H-mean of two members (bench/teacher_forgetting.py, docs/results.md).
 GOWALLA_TEACHER_REPLAY_LAMBDA = 0.05
 
 
@@ -149,8 +150,6 @@ def preset_config(preset: str) -> PipelineConfig:
     if preset == "gowalla":
         cfg.student = ModelConfig(kind="lightgcn", dim=16, layers=2)
         cfg.kd = KDConfig(n_uninteresting_items=30000, n_uninteresting_users=19500)
-        # Chosen on block-1 valid H-mean of two BPR-MF members (docs/results.md): at the
-        # reference 0.5 the d=16 student's replay drags the d=64 members below no replay.
         cfg.teacher_update.replay_lambda = GOWALLA_TEACHER_REPLAY_LAMBDA
     elif preset == "yelp":
         cfg.student = ModelConfig(kind="lightgcn", dim=8, layers=2)
