@@ -30,6 +30,18 @@ def previous_lists(run: Path, k: int):
     return TeacherLists.load(Path(run) / f"block_{k - 1}" / "ensemble" / "lists.npz")
 
 
+def row_scores(rows: list, split: str) -> tuple[float, float, float]:
+    """(r[k][k], RA_k, H of the two) on Recall@20 of one evaluated row r[k][0..k].
+
+    H equals the stream's H-mean at k = 1 only (LA_k averages r[i][i] over i = 1..k).
+    """
+    from ccd_dist.eval.results import harmonic_mean
+
+    r = [row[split]["recall@20"] for row in rows]
+    learned, retained = r[-1], sum(r) / len(r)
+    return learned, retained, harmonic_mean(learned, retained)
+
+
 def speedup_table(what: str, seconds: dict) -> list[str]:
     """Markdown rows: one per entry of `seconds`, with its speed-up over the first."""
     names = list(seconds)

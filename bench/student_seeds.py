@@ -27,12 +27,12 @@ from ccd_dist.ccd.ensemble import TeacherLists  # noqa: E402
 from ccd_dist.ccd.student_update import finetune_config, update_student  # noqa: E402
 from ccd_dist.config import apply_overrides  # noqa: E402
 from ccd_dist.data import load_stream  # noqa: E402
-from ccd_dist.eval.results import harmonic_mean  # noqa: E402
 from ccd_dist.models import Recommender  # noqa: E402
 from ccd_dist.pipeline.config import block_schedule, preset_config  # noqa: E402
 from ccd_dist.pipeline.continual import evaluate_model  # noqa: E402
 from ccd_dist.pipeline.methods import apply_method  # noqa: E402
 from ccd_dist.training.static import selection_evaluator  # noqa: E402
+from bench._run_inputs import row_scores  # noqa: E402
 
 
 def _optional(path: Path):
@@ -41,9 +41,7 @@ def _optional(path: Path):
 
 def scores(model, stream, k: int, split: str) -> tuple[float, float, float]:
     """(r[k][k], RA_k, H of the two) on Recall@20 of `split`."""
-    r = [row[split]["recall@20"] for row in evaluate_model(model, stream, k)]
-    learned, retained = r[k], sum(r) / len(r)
-    return learned, retained, harmonic_mean(learned, retained)
+    return row_scores(evaluate_model(model, stream, k), split)
 
 
 def main() -> None:

@@ -23,11 +23,12 @@ from ccd_dist.config import apply_overrides
 from ccd_dist.data import load_stream
 from ccd_dist.eval import evaluate_stream
 from ccd_dist.eval.metrics import resize_csr
-from ccd_dist.eval.results import harmonic_mean
 from ccd_dist.models import Recommender
 from ccd_dist.models.base import numpy_representations
 from ccd_dist.pipeline.config import block_schedule, preset_config
 from ccd_dist.training.static import block_evaluator
+
+from _run_inputs import row_scores
 
 VARIANTS = {
     "CCD teacher update (all parts)": {},
@@ -79,13 +80,8 @@ def main() -> None:
         label = name + "".join(f", {o}" for o in args.overrides)
         label += f", {args.epochs} epochs" if args.epochs != 10 else ""
         print(f"| {label} | {rows[0]['test']['recall@20']:.4f} | {rows[1]['test']['recall@20']:.4f} | {on_d0} | "
-              f"{_hmean(rows, 'valid'):.4f} | {_hmean(rows, 'test'):.4f} | {time.perf_counter() - started:.0f} |", flush=True)
+              f"{row_scores(rows, 'valid')[2]:.4f} | {row_scores(rows, 'test')[2]:.4f} | {time.perf_counter() - started:.0f} |", flush=True)
 
-
-def _hmean(rows: list, split: str) -> float:
-    """The stream's H-mean of Recall@20 after block 1: H(r[1][1], mean(r[1][0], r[1][1]))."""
-    r = [row[split]["recall@20"] for row in rows]
-    return harmonic_mean(r[1], (r[0] + r[1]) / 2)
 
 
 if __name__ == "__main__":
