@@ -32,14 +32,12 @@ entry underflows. Here both sides come straight from ``log_softmax``
 summed over C_u per user; the reference's "batchmean" on a 1-D per-user
 tensor divided it by |C_u|, which is not a KL divergence.
 
-Input rows at inference: block k's 0/1 train rows, the user's real
-interactions. The replay pairs are training targets only; they never become a
-user's input outside training. The ensemble (``pipeline.base.ensemble_stage``)
-feeds every VAE member block k's train rows, so the member is evaluated during
-its update (model selection, and its own r[k][j] in results.json) and the
-replay is ranked against exactly the rows it is ensembled with. (Until
-2026-12-05 the member kept the replay pairs of the selected epoch as input:
-its own reported metrics then differed from what the ensemble used.)
+Input rows at inference: ``MultVAE`` keeps 0/1 rows, so the returned model's
+interactions are block k's train pairs plus the replay pairs of the selected
+epoch's replay set, all with weight 1 (the reference feeds the 0.1-weighted
+rows; for users whose row is only replay pairs the two coincide after the L2
+normalisation). Evaluation during training uses the same 0/1 rows, so the
+selected model is evaluated exactly as it is returned.
 """
 from __future__ import annotations
 
@@ -140,8 +138,9 @@ class RetentionVAE(nn.Module):
         return self.model.representations()
 
     def set_rows(self, rows: sp.csr_matrix) -> None:
-        """Training rows (weighted); the member's inference rows stay block k's train rows."""
+        """Training rows (weighted) and, as 0/1, the member's inference rows."""
         self.rows = rows
+        self.model.set_interactions(rows)
 
     def retention(self, users: np.ndarray, logp: torch.Tensor) -> torch.Tensor:
         """Mean over batch users with common interactions of KL(before || present) on those items."""
@@ -205,7 +204,8 @@ def update_vae_member(model, spec_kind: str, stream, k: int, student_side: dict,
     before = copy.deepcopy(model).eval()
     for p in before.parameters():
         p.requires_grad_(False)
-    before.set_interactions(prev.train)  # a member's input rows are its block's train rows
+    if before.interactions is None:
+        before.set_interactions(prev.train)
     teacher = copy.deepcopy(model)
     for p in teacher.parameters():
         p.requires_grad_(True)
@@ -213,8 +213,7 @@ def update_vae_member(model, spec_kind: str, stream, k: int, student_side: dict,
     wrapper = RetentionVAE(teacher, before, common_interactions(prev.train, block), cfg.kl_lambda)
 
     sampler = make_teacher_sampler(stream, k, cfg, sources) if cfg.replay and sources else None
-    teacher.set_interactions(block.train)
-    state = {"round": 0, "epoch": -1}
+    state = {"round": 0, "epoch": -1, "rows_at": {}}
 
     def draw() -> None:
         teacher.eval()
@@ -237,6 +236,7 @@ def update_vae_member(model, spec_kind: str, stream, k: int, student_side: dict,
 
     def evaluate_then_redraw(m) -> dict:
         metrics = evaluate(m)
+        state["rows_at"][state["epoch"] + 1] = wrapper.rows
         if sampler is not None and rule(state["epoch"]) and state["epoch"] < last:
             draw()
         return metrics
@@ -245,4 +245,7 @@ def update_vae_member(model, spec_kind: str, stream, k: int, student_side: dict,
     result: FitResult = fit(wrapper, train_pattern, cfg.train_config(),
                             evaluate_then_redraw if evaluate is not None else None,
                             extra_passes=(marker,), log=log)
+    rows = state["rows_at"].get(result.best_epoch)
+    if rows is not None:
+        teacher.set_interactions(rows)
     return teacher.eval(), result

@@ -172,22 +172,6 @@ def test_vae_retention_is_the_kl_on_common_items():
     assert not any(n.startswith("_before") for n, _ in wrapper.named_parameters())
 
 
-def test_vae_member_keeps_block_train_rows_as_input(stream, side):
-    """Replay pairs are training targets only: the returned member's input rows are block k's
-    train rows, the rows the ensemble feeds it, so its selection metric is what the ensemble gets."""
-    torch.set_num_threads(1)
-    b1 = stream[1]
-    member, lists = base_member(stream, "vae")
-    evaluate = block_evaluator(b1, "valid", 64)
-    updated, result = update_vae_member(member, "vae", stream, 1, side, lists, UPDATE, evaluate)
-    nnz = [h["replay_rows_nnz"] for h in result.history if "replay_rows_nnz" in h]
-    assert nnz and min(nnz) > b1.train.nnz  # training did see replay pairs beyond block 1's rows
-    assert _same_pattern(updated.interactions, sp.csr_matrix(b1.train, dtype=np.float32) != 0)
-    assert result.best_metric == pytest.approx(evaluate(updated)["recall@20"])
-    updated.set_interactions(b1.train)  # what ensemble_stage does
-    assert result.best_metric == pytest.approx(evaluate(updated)["recall@20"])
-
-
 @pytest.mark.parametrize("kind", ["bpr", "vae"])
 def test_zero_epochs_only_grows_the_member(stream, kind):
     """The "without teacher update" ablation: block-1 size, old rows unchanged, nothing trained."""
