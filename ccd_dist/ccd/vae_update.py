@@ -32,17 +32,12 @@ entry underflows. Here both sides come straight from ``log_softmax``
 summed over C_u per user; the reference's "batchmean" on a 1-D per-user
 tensor divided it by |C_u|, which is not a KL divergence.
 
-Input rows: the member holds the weighted rows it trains on
-(``MultVAE.set_input_rows``), block k's train with the replay pairs at 0.1, and
-keeps those of the selected epoch. It is evaluated (model selection, its own
-r[k][j]), ranks the next replay candidates, serves as block k+1's "before" copy
-and joins the rank ensemble on exactly those rows, as the reference computes a
-VAE teacher's score matrix from its training rows. For an old user inactive in
-block k the row is the replay pairs alone, which is how the member still ranks
-the old blocks for that user. (Before 2026-12-05 the member kept the pairs as
-0/1 entries and the ensemble fed it block k's train rows only: its reported
-metrics were not what the ensemble used. Block k's rows alone, in training as
-well, were tried and rejected: docs/results.md.)
+Input rows at inference: ``MultVAE`` keeps 0/1 rows, so the returned model's
+interactions are block k's train pairs plus the replay pairs of the selected
+epoch's replay set, all with weight 1 (the reference feeds the 0.1-weighted
+rows; for users whose row is only replay pairs the two coincide after the L2
+normalisation). Evaluation during training uses the same 0/1 rows, so the
+selected model is evaluated exactly as it is returned.
 """
 from __future__ import annotations
 
@@ -94,6 +89,21 @@ def replay_rows(train_k, users, items, value: float) -> sp.csr_matrix:
     return out
 
 
+def weighted_inputs(rows: sp.csr_matrix, users: np.ndarray, device):
+    """L2-normalised weighted rows of `users` as (sparse COO [B, n_items], row pos, item ids, values)."""
+    sub = rows[users]
+    sub.sum_duplicates()  # canonical: sorted, unique (row, item) pairs
+    coo = sub.tocoo()
+    norms = np.sqrt(np.asarray(sub.multiply(sub).sum(axis=1), dtype=np.float64).reshape(-1))
+    vals = (coo.data / np.where(norms > 0, norms, 1.0)[coo.row]).astype(np.float32)
+    r = torch.from_numpy(coo.row.astype(np.int64)).to(device)
+    c = torch.from_numpy(coo.col.astype(np.int64)).to(device)
+    v = torch.from_numpy(vals).to(device)
+    x = torch.sparse_coo_tensor(torch.stack([r, c]), v, (len(users), rows.shape[1]),
+                                is_coalesced=True, check_invariants=False)  # rows of a canonical CSR
+    return x, r, c, v
+
+
 class RetentionVAE(nn.Module):
     """A Mult-VAE member seen by ``fit`` during its update: weighted replay rows + KL retention.
 
@@ -128,9 +138,9 @@ class RetentionVAE(nn.Module):
         return self.model.representations()
 
     def set_rows(self, rows: sp.csr_matrix) -> None:
-        """The member's weighted input rows, for training and inference alike."""
+        """Training rows (weighted) and, as 0/1, the member's inference rows."""
         self.rows = rows
-        self.model.set_input_rows(rows)
+        self.model.set_interactions(rows)
 
     def retention(self, users: np.ndarray, logp: torch.Tensor) -> torch.Tensor:
         """Mean over batch users with common interactions of KL(before || present) on those items."""
@@ -157,7 +167,7 @@ class RetentionVAE(nn.Module):
         model = self.model
         users = np.asarray(user_batch.cpu() if hasattr(user_batch, "cpu") else user_batch, dtype=np.int64)
         dev = model.decoder.weight.device
-        x, rows, cols, vals = model._inputs(users)
+        x, rows, cols, vals = weighted_inputs(self.rows, users, dev)
         mu, logstd = model.encode(x)
         noise = torch.randn(mu.shape, generator=model._noise).to(dev)
         logp = torch.log_softmax(model.decoder(mu + noise * torch.exp(logstd)), dim=1)
@@ -237,5 +247,5 @@ def update_vae_member(model, spec_kind: str, stream, k: int, student_side: dict,
                             extra_passes=(marker,), log=log)
     rows = state["rows_at"].get(result.best_epoch)
     if rows is not None:
-        teacher.set_input_rows(rows)
+        teacher.set_interactions(rows)
     return teacher.eval(), result

@@ -137,14 +137,6 @@ class Recommender(nn.Module):
     def _interactions_changed(self) -> None:
         """Hook: rebuild whatever the model derives from the interactions."""
 
-    def input_values(self):
-        """Per-nonzero weights of the interactions (CSR order), or None for 0/1 rows."""
-        return None
-
-    def set_input_rows(self, rows) -> "Recommender":
-        raise InputError(f"a {self.kind} model takes 0/1 interactions only (weighted rows are for the Mult-VAE)",
-                         where="set_input_rows")
-
     # ------------------------------------------------------------------ interface
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,8 +204,6 @@ class Recommender(nn.Module):
                 "indptr": torch.from_numpy(self._train.indptr.astype(np.int64)),
                 "indices": torch.from_numpy(self._train.indices.astype(np.int64)),
             }
-            if self.input_values() is not None:
-                inter["data"] = torch.from_numpy(np.asarray(self.input_values(), dtype=np.float32))
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         payload = {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config(), "state_dict": state,
                    "interactions": inter}
@@ -251,15 +241,11 @@ class Recommender(nn.Module):
         if inter is not None:
             try:
                 indices, indptr = inter["indices"].numpy(), inter["indptr"].numpy()
-                values = inter["data"].numpy() if inter.get("data") is not None else None
-                train = sp.csr_matrix((np.ones(len(indices), dtype=np.float32) if values is None else values,
-                                       indices, indptr), shape=(model.n_users, model.n_items))
+                train = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                                      shape=(model.n_users, model.n_items))
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 raise InputError(f"stored interactions are malformed: {exc}", path=path, where="interactions") from exc
-            if values is None:
-                model.set_interactions(train)
-            else:
-                model.set_input_rows(train)
+            model.set_interactions(train)
         return model.to(map_location)
 
 

@@ -2,8 +2,7 @@
 
 encoder Linear(n_items -> d) + tanh, then w_mean / w_logstd Linear(d -> d), decoder
 Linear(d -> n_items); Xavier-normal weights and N(0, 1) biases as in the reference.
-Input: the user's L2-normalised interaction row, 0/1 from ``set_interactions`` or
-weighted from ``set_input_rows`` (a teacher update's replay pairs at 0.1, §6.7), kept
+Input: the user's L2-normalised 0/1 interaction row (from ``set_interactions``), kept
 sparse: the encoder is a sparse x dense product and the reconstruction term gathers
 log-probabilities at the row's nonzeros, so only the decoder output [batch, n_items]
 is dense. Loss, averaged over the batch:
@@ -28,11 +27,9 @@ not parameters: ``grow`` only changes ``n_users``.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..errors import InputError
 from .base import Recommender, as_index
 
 BETA_CAP = 0.2
@@ -48,7 +45,6 @@ def kl_weight(step: int) -> float:
 class MultVAE(Recommender):
     kind = "vae"
     has_user_rows = False
-    _weights = None  # per-nonzero input weights aligned with the interactions' CSR; None: all 1
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, seed: int = 0):
         super().__init__(n_users, n_items, dim, seed)
@@ -71,32 +67,8 @@ class MultVAE(Recommender):
 
     # ------------------------------------------------------------------ inputs
 
-    def set_input_rows(self, rows) -> "MultVAE":
-        """Weighted input rows (non-negative): what a teacher update trains the member on.
-
-        Block k's train rows with the replay pairs at 0.1 (§6.7). The member is then
-        evaluated, ranks replay candidates, serves as the next block's "before" copy and
-        joins the ensemble on exactly these rows, as the reference's score matrix does.
-        ``set_interactions`` sets plain 0/1 rows again.
-        """
-        rows = sp.csr_matrix(rows, dtype=np.float32, copy=True)
-        rows.sum_duplicates()
-        rows.eliminate_zeros()
-        rows.sort_indices()
-        if rows.nnz and (rows.data.min() < 0 or not np.isfinite(rows.data).all()):
-            raise InputError("input row weights must be finite and non-negative", where="set_input_rows")
-        self.set_interactions(rows)  # the 0/1 pattern, same canonical order as `rows`
-        self._weights = rows.data.copy()
-        return self
-
-    def input_values(self):
-        return self._weights
-
-    def _interactions_changed(self) -> None:
-        self._weights = None
-
     def _inputs(self, users: np.ndarray):
-        """The users' L2-normalised rows as (sparse COO [B, n_items], row ids, item ids, values).
+        """The users' L2-normalised 0/1 rows as (sparse COO [B, n_items], row ids, item ids, values).
 
         Users without interactions (or without interactions set) have empty rows.
         """
@@ -108,15 +80,9 @@ class MultVAE(Recommender):
             indptr, indices = self._train.indptr, self._train.indices
             counts = indptr[users + 1] - indptr[users]
             starts = np.repeat(indptr[users] - (np.cumsum(counts) - counts), counts)
-            at = starts + np.arange(counts.sum())
-            cols = indices[at].astype(np.int64)
+            cols = indices[starts + np.arange(counts.sum())].astype(np.int64)
             rows = np.repeat(np.arange(len(users)), counts)
-            if self._weights is None:
-                vals = (1.0 / np.sqrt(np.maximum(counts, 1))).astype(np.float32)[rows]
-            else:
-                w = self._weights[at].astype(np.float64)
-                norms = np.sqrt(np.bincount(rows, weights=w * w, minlength=len(users)))
-                vals = (w / np.where(norms > 0, norms, 1.0)[rows]).astype(np.float32)
+            vals = (1.0 / np.sqrt(np.maximum(counts, 1))).astype(np.float32)[rows]
         rows_t, cols_t = torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)
         vals_t = torch.from_numpy(vals).to(dev)
         x = torch.sparse_coo_tensor(torch.stack([rows_t, cols_t]), vals_t, (len(users), self.n_items),

@@ -97,12 +97,10 @@ def ensemble_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, member_fps:
         started = time.perf_counter()
         models = load_member_models(run, k, cfg)
         block = stream[k]
-        graphs = {kind: member_graph(stream, k, cfg.teacher_update.graph, kind) for kind in {m.kind for m in models}
-                  if kind != "vae"}
+        graphs = {kind: member_graph(stream, k, cfg.teacher_update.graph, kind) for kind in {m.kind for m in models}}
         members = []
         for spec, model in zip(cfg.teacher.specs(), models):
-            if model.kind != "vae":  # a Mult-VAE keeps the (weighted) rows it was trained on (vae_update)
-                model.set_interactions(graphs[model.kind])
+            model.set_interactions(graphs[model.kind])
             members.append(member_from_model(spec.name, model))
         lists = build_rank_ensemble(members, block.train, cover=stream_cover(stream, k),
                                     list_size=cfg.teacher.list_size, n_top_users=cfg.teacher.top_users)

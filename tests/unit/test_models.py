@@ -221,29 +221,3 @@ def test_vae_grows_items_only():
 def test_build_model_rejects_unknown_kind():
     with pytest.raises(InputError, match="lightgcn"):
         build_model("lightgnn", 3, 3, 4)
-
-
-def test_vae_weighted_input_rows_normalise_persist_and_reset(tmp_path):
-    """set_input_rows: the row is L2-normalised with its weights, survives save/load, and
-    set_interactions goes back to 0/1 rows. Other models refuse weighted rows."""
-    train = tiny_interactions()
-    weighted = sp.csr_matrix(train, dtype=np.float32, copy=True)
-    weighted.data[::2] = 0.1  # e.g. replay pairs at 0.1 (§6.7)
-    model = build_model("vae", N_USERS, N_ITEMS, 8, seed=0).set_input_rows(weighted)
-    user = int(np.argmax(np.diff(weighted.indptr)))
-    x = model._inputs(np.array([user]))[0].to_dense()[0].numpy()
-    row = weighted[user].toarray()[0]
-    np.testing.assert_allclose(x, row / np.linalg.norm(row), rtol=1e-6)
-
-    path = tmp_path / "vae.pt"
-    model.save(path)
-    loaded = type(model).load(path)
-    np.testing.assert_array_equal(loaded.input_values(), model.input_values())
-    torch.testing.assert_close(loaded.representations()[0], model.representations()[0])
-
-    plain = loaded.set_interactions(train).representations()[0]
-    assert loaded.input_values() is None and not torch.allclose(plain, model.representations()[0])
-    with pytest.raises(InputError, match="non-negative"):
-        build_model("vae", N_USERS, N_ITEMS, 8).set_input_rows(-weighted)
-    with pytest.raises(InputError, match="0/1 interactions only"):
-        build_model("bpr", N_USERS, N_ITEMS, 8).set_input_rows(weighted)

@@ -172,28 +172,6 @@ def test_vae_retention_is_the_kl_on_common_items():
     assert not any(n.startswith("_before") for n, _ in wrapper.named_parameters())
 
 
-def test_vae_member_is_evaluated_and_saved_on_its_weighted_training_rows(stream, side, tmp_path):
-    """The returned member holds block k's train rows at 1 plus the selected epoch's replay
-    pairs at 0.1; its selection metric is what it gives on those rows, and saving keeps them
-    (the ensemble loads the member with them, as the reference's score matrix)."""
-    torch.set_num_threads(1)
-    b1 = stream[1]
-    member, lists = base_member(stream, "vae")
-    evaluate = block_evaluator(b1, "valid", 64)
-    updated, result = update_vae_member(member, "vae", stream, 1, side, lists, UPDATE, evaluate)
-    rows = sp.csr_matrix((updated.input_values(), updated.interactions.indices, updated.interactions.indptr),
-                         shape=updated.interactions.shape)
-    on_train = rows.multiply(sp.csr_matrix(b1.train) != 0)
-    assert on_train.nnz == sp.csr_matrix(b1.train).nnz and np.all(on_train.data == 1.0)
-    replay = rows - on_train
-    replay.eliminate_zeros()
-    assert replay.nnz > 0 and np.allclose(replay.data, UPDATE.vae_replay_value)
-    assert result.best_metric == pytest.approx(evaluate(updated)["recall@20"])
-    updated.save(tmp_path / "vae.pt")
-    loaded = type(updated).load(tmp_path / "vae.pt")
-    assert result.best_metric == pytest.approx(evaluate(loaded)["recall@20"])
-
-
 @pytest.mark.parametrize("kind", ["bpr", "vae"])
 def test_zero_epochs_only_grows_the_member(stream, kind):
     """The "without teacher update" ablation: block-1 size, old rows unchanged, nothing trained."""
