@@ -37,7 +37,11 @@ interactions are block k's train pairs plus the replay pairs of the selected
 epoch's replay set, all with weight 1 (the reference feeds the 0.1-weighted
 rows; for users whose row is only replay pairs the two coincide after the L2
 normalisation). Evaluation during training uses the same 0/1 rows, so the
-selected model is evaluated exactly as it is returned.
+selected model is evaluated exactly as it is returned. The rank ensemble
+(``pipeline.base.ensemble_stage``) then feeds every member block k's train
+rows, without the replay pairs: a VAE member's own r[k][j] in results.json is
+not what it contributes to the ensemble. Three consistent alternatives were
+measured on Gowalla and each made the teacher worse (docs/architecture.md).
 """
 from __future__ import annotations
 
