@@ -52,7 +52,7 @@ def teacher_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, data_fp: str
     """Train every member not yet finished (in parallel under Ray); return {name: metrics}."""
     block = stream[k]
     specs = cfg.teacher.specs()
-    fps = {s.name: fingerprint("teacher", data_fp, k, dataclasses.asdict(s), to_dict(cfg.teacher.train))
+    fps = {s.name: fingerprint("teacher", data_fp, k, dataclasses.asdict(s), to_dict(cfg.teacher.train_config(s)))
            for s in specs}
     todo = [s for s in specs if not run.is_done(k, f"teacher/{s.name}", fps[s.name])]
     if todo:
@@ -61,7 +61,7 @@ def teacher_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, data_fp: str
         calls, logs = [], {}
         for s in todo:
             logs[s.name] = run.begin(k, f"teacher/{s.name}") / "history.jsonl"
-            calls.append((s.name, "train_base", (ref, cfg.teacher.train), {"log_path": str(logs[s.name])}))
+            calls.append((s.name, "train_base", (ref, cfg.teacher.train_config(s)), {"log_path": str(logs[s.name])}))
         for name, m in run_members(pool, run, k, calls, logs):
             run.finish(k, f"teacher/{name}", fps[name], {"model": "model.pt"})
             _say(f"  {name}: test recall@20={m['test']['recall@20']:.4f} ({m['epochs']} epochs, {m['seconds']:.0f}s)")

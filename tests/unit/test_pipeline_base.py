@@ -77,3 +77,22 @@ def test_base_from_reuses_the_base_stage(store, tmp_path, capsys):
     assert "training" not in out and "rank ensemble" not in out
     assert json.loads((second / "base_results.json").read_text())["kd_student"]["test"] == \
         json.loads((first / "base_results.json").read_text())["kd_student"]["test"]
+
+
+def test_vae_epochs_retrain_only_the_vae_members(store, tmp_path, capsys):
+    """teacher.vae_epochs gives Mult-VAE members their own base-stage epochs; the other
+    members keep teacher.train and their finished stages (same fingerprints)."""
+    run = tmp_path / "run"
+    fast = [a for a in FAST]
+    fast[1] = "teacher.members=bpr-8-0,vae-8-1"
+    assert main(["run", "--data", str(store), "--out", str(run), *fast]) == 0
+    vae_history = run / "block_0" / "teacher" / "vae_1" / "history.jsonl"
+    assert vae_history.read_text().count("\n") == 2
+    before = _stage_mtimes(run)
+    capsys.readouterr()
+    assert main(["run", "--data", str(store), "--out", str(run), *fast, "--set", "teacher.vae_epochs=3"]) == 0
+    assert "training 1 teacher member(s): vae_1" in capsys.readouterr().out
+    assert vae_history.read_text().count("\n") == 3
+    after = _stage_mtimes(run)
+    assert {k for k in before if before[k] != after.get(k)} == {"vae_1/done.json", "ensemble/done.json",
+                                                                "kd/done.json"}
