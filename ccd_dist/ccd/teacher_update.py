@@ -53,10 +53,12 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import ranking
 from ..config import TrainConfig
 from ..errors import InputError
+from ..models.graph import binary_csr
 from ..training.batches import epoch_seed
 from ..models.base import numpy_representations as _reps
 from ..training.loop import FitResult, fit
@@ -114,16 +116,31 @@ def member_graph(stream, k: int, graph: str, kind: str):
     ``graph="block"`` is the reference (§1.4): block k's train edges, so an old
     user without block-k interactions is an isolated LightGCN node and the
     member's ranking of old blocks collapses although its weights still rank
-    them well on their own graph (docs/results.md). ``"cumulative"`` lets a
-    LightGCN member propagate on the union of train splits 0..k (a deliberate
-    departure: the teacher is the server-side system, which keeps the history).
-    BPR-MF ignores the graph; Mult-VAE keeps block k's rows as its input.
+    them well on their own graph (docs/results.md). ``"cumulative"`` is a
+    deliberate departure: the teacher is the server-side system, which keeps the
+    history. A LightGCN member propagates on the union of train splits 0..k; a
+    Mult-VAE member, whose input is a user's row, is fed block k's row where the
+    user has one and the user's rows of blocks 0..k-1 where the user is idle in
+    block k (an empty row would give every idle user the same ranking; a whole
+    history for an active user would push old items into block k's ranking).
+    For a VAE this is its input in the rank ensemble; during its update it
+    trains on block k's rows plus the replay (``vae_update``). BPR-MF ignores
+    the graph.
     """
     if graph not in GRAPHS:
         raise InputError(f"graph must be one of {GRAPHS}, got {graph!r}", where="teacher_update.graph")
-    if kind == "lightgcn" and graph == "cumulative":
+    if graph == "cumulative" and kind == "lightgcn":
         return stream.train_upto(k)
+    if graph == "cumulative" and kind == "vae":
+        return idle_users_history(stream, k)
     return stream[k].train
+
+
+def idle_users_history(stream, k: int) -> sp.csr_matrix:
+    """Block k's train rows, and for users without block-k train interactions their rows of blocks 0..k-1."""
+    block = binary_csr(stream[k].train)
+    idle = (np.diff(block.indptr) == 0).astype(np.float32)
+    return binary_csr(block + sp.diags(idle) @ stream.train_upto(k))
 
 
 # ----------------------------------------------------------------------------- student side

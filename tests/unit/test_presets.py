@@ -4,8 +4,8 @@ import pytest
 from ccd_dist.ccd.teacher_update import TeacherUpdateConfig
 from ccd_dist.config import apply_overrides
 from ccd_dist.errors import InputError
-from ccd_dist.pipeline.config import (GOWALLA_TEACHER_REPLAY_LAMBDA, RUN_SH_SCHEDULE, block_schedule,
-                                      preset_config)
+from ccd_dist.pipeline.config import (GOWALLA_TEACHER_GRAPH, GOWALLA_TEACHER_REPLAY_LAMBDA, RUN_SH_SCHEDULE,
+                                      block_schedule, preset_config)
 
 
 def test_member_and_student_sizes_follow_the_authors_code():
@@ -44,6 +44,13 @@ def test_gowalla_teacher_replay_weight_departs_from_the_reference_and_stays_over
     assert block_schedule(gowalla, 3).teacher.replay_lambda == GOWALLA_TEACHER_REPLAY_LAMBDA
     apply_overrides(gowalla, [f"teacher_update.replay_lambda={reference}"])
     assert block_schedule(gowalla, 1).teacher.replay_lambda == reference
+
+
+def test_gowalla_vae_members_keep_the_history_of_idle_users():
+    assert TeacherUpdateConfig().graph == preset_config("yelp").teacher_update.graph == "block"
+    gowalla = preset_config("gowalla")
+    assert gowalla.teacher_update.graph == GOWALLA_TEACHER_GRAPH == "cumulative"
+    assert block_schedule(gowalla, 2).teacher.graph == "cumulative"
 
 
 def test_unknown_preset_is_a_clear_error():

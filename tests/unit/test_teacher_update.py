@@ -216,3 +216,22 @@ def test_cumulative_graph_keeps_old_edges_for_lightgcn_only(stream, side):
     assert _same_pattern(grown.interactions, b1.train)
     with pytest.raises(InputError, match="graph"):
         update_teacher_member(member, "lightgcn", stream, 1, side, lists, dataclasses.replace(cfg, graph="all"), None)
+
+
+def test_cumulative_graph_feeds_a_vae_idle_users_history(stream):
+    """graph="cumulative" for a Mult-VAE: block k's row where the user has one, the user's
+    rows of blocks 0..k-1 where the user is idle in block k; "block" keeps block k's rows."""
+    from ccd_dist.ccd.teacher_update import member_graph
+
+    k = 2
+    rows = sp.csr_matrix(member_graph(stream, k, "cumulative", "vae"))
+    block = sp.csr_matrix(stream[k].train)
+    history = sp.csr_matrix(stream.train_upto(k))
+    active = np.diff(block.indptr) > 0
+    idle_with_history = np.flatnonzero(~active & (np.diff(history.indptr) > 0))
+    assert active.any() and idle_with_history.size
+    for u in np.flatnonzero(active)[:20]:
+        assert set(rows[u].indices) == set(block[u].indices)
+    for u in idle_with_history[:20]:
+        assert set(rows[u].indices) == set(history[u].indices)
+    assert _same_pattern(member_graph(stream, k, "block", "vae"), block)
