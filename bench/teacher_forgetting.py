@@ -83,6 +83,5 @@ def main() -> None:
               f"{row_scores(rows, 'valid')[2]:.4f} | {row_scores(rows, 'test')[2]:.4f} | {time.perf_counter() - started:.0f} |", flush=True)
 
 
-
 if __name__ == "__main__":
     main()

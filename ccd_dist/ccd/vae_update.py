@@ -38,8 +38,9 @@ epoch's replay set, all with weight 1 (the reference feeds the 0.1-weighted
 rows; for users whose row is only replay pairs the two coincide after the L2
 normalisation). Evaluation during training uses the same 0/1 rows, so the
 selected model is evaluated exactly as it is returned. The rank ensemble
-(``pipeline.base.ensemble_stage``) then feeds every member block k's train
-rows, without the replay pairs: a VAE member's own r[k][j] in results.json is
+(``pipeline.base.ensemble_stage``) then feeds every member the rows of
+``teacher_update.member_graph`` (block k's train rows; with ``graph=cumulative``
+idle users' history), without the replay pairs: a VAE member's own r[k][j] is
 not what it contributes to the ensemble. Three consistent alternatives were
 measured on Gowalla and each made the teacher worse (docs/architecture.md).
 """

@@ -100,7 +100,7 @@ def ensemble_stage(stream, k: int, cfg: PipelineConfig, run: RunDir, member_fps:
         graphs = {kind: member_graph(stream, k, cfg.teacher_update.graph, kind) for kind in {m.kind for m in models}}
         members = []
         for spec, model in zip(cfg.teacher.specs(), models):
-            # block k's rows, also for a Mult-VAE saved with its replay rows (see ccd/vae_update.py)
+            # member_graph's rows, also for a Mult-VAE saved with its replay rows (see ccd/vae_update.py)
             model.set_interactions(graphs[model.kind])
             members.append(member_from_model(spec.name, model))
         lists = build_rank_ensemble(members, block.train, cover=stream_cover(stream, k),

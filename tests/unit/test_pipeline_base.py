@@ -83,7 +83,7 @@ def test_vae_epochs_retrain_only_the_vae_members(store, tmp_path, capsys):
     """teacher.vae_epochs gives Mult-VAE members their own base-stage epochs; the other
     members keep teacher.train and their finished stages (same fingerprints)."""
     run = tmp_path / "run"
-    fast = [a for a in FAST]
+    fast = list(FAST)
     fast[1] = "teacher.members=bpr-8-0,vae-8-1"
     assert main(["run", "--data", str(store), "--out", str(run), *fast]) == 0
     vae_history = run / "block_0" / "teacher" / "vae_1" / "history.jsonl"
