@@ -206,7 +206,7 @@ class Recommender(nn.Module):
             }
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
         payload = {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config(), "state_dict": state,
-                   "interactions": inter}
+                   "interactions": inter, "generators": self._generator_states()}
         buf = io.BytesIO()
         torch.save(payload, buf)
         atomic_write_bytes(path, buf.getvalue())
@@ -246,7 +246,25 @@ class Recommender(nn.Module):
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 raise InputError(f"stored interactions are malformed: {exc}", path=path, where="interactions") from exc
             model.set_interactions(train)
+        model._restore_generators(payload.get("generators") or {}, path)
         return model.to(map_location)
+
+    def _generator_states(self) -> dict:
+        """States of the model's own torch.Generators (init rows for growth, VAE noise).
+
+        Saved so that a worker which reloads a model after a restart draws the same
+        numbers as one that kept it in memory: a resumed run matches an uninterrupted one.
+        """
+        return {name: gen.get_state() for name, gen in vars(self).items() if isinstance(gen, torch.Generator)}
+
+    def _restore_generators(self, states: dict, path) -> None:
+        """Inverse of `_generator_states`; files written before states were saved keep fresh seeded ones."""
+        for name, state in states.items():
+            gen = getattr(self, name, None)
+            if not isinstance(gen, torch.Generator) or not isinstance(state, torch.Tensor):
+                raise InputError(f"stored generator {name!r} does not match the model", path=path,
+                                 where=f"generators.{name}")
+            gen.set_state(state)
 
 
 def numpy_representations(model) -> tuple:

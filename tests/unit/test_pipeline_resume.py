@@ -11,7 +11,7 @@ import pytest
 
 from ccd_dist.data import make_synthetic_stream, save_stream
 
-FAST = ["--set", "teacher.members=bpr-8-0,lightgcn-8-1-2", "--set", "teacher.train.epochs=2",
+FAST = ["--set", "teacher.members=bpr-8-0,lightgcn-8-1-2,vae-8-2", "--set", "teacher.train.epochs=2",
         "--set", "teacher.train.batch_size=256", "--set", "kd.epochs=2", "--set", "kd.eval_every=1",
         "--set", "kd.n_uninteresting_items=30", "--set", "kd.n_uninteresting_users=30",
         "--set", "plain.epochs=2", "--set", "plain.eval_every=1", "--set", "student.dim=4",
