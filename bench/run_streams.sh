@@ -19,7 +19,8 @@ shift 3
 if [ $# -gt 0 ]; then methods=("$@"); else methods=(ccd ft lwckd); fi
 case $dataset in
   yelp) caps=(--set teacher.train.epochs=20 --set teacher.train.patience=5) ;;
-  gowalla) caps=(--set teacher.train.epochs=10 --set teacher.train.patience=5) ;;
+  # Gowalla's Mult-VAE members need about 50 epochs (one pass over the users each; docs/results.md).
+  gowalla) caps=(--set teacher.train.epochs=10 --set teacher.train.patience=5 --set teacher.vae_epochs=50) ;;
   *) echo "dataset must be yelp or gowalla" >&2; exit 2 ;;
 esac
 read -r -a extra <<< "${EXTRA:-}"

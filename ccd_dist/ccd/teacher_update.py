@@ -105,6 +105,7 @@ class TeacherUpdateConfig(TrainConfig):
     init_topk: int = 20
     random_init: bool = False
     vae_replay_value: float = 0.1  # VAE_replay_learning_value
+    vae_replay: bool = True  # False: Mult-VAE members train on block k's rows + KL retention, no replay pairs
     kl_lambda: float = 1.0
     graph: str = "block"  # LightGCN members propagate on: block (block k's train, §1.4) | cumulative (blocks 0..k)
     select_over: str = "block"  # block: valid of block k | seen: mean over blocks 0..k (--eaa)

@@ -21,6 +21,8 @@ commit (``CL_VAE_expand``):
    - log p_i), b / p the before / present softmax outputs at the user's common
    items C_u. "Before" is recomputed per batch from the frozen copy (encoder
    mean on its own rows), never stored as a users x items matrix.
+   ``vae_replay=false`` skips this step for VAE members only (block k's rows
+   and the KL retention; BPR-MF / LightGCN members still replay).
 5. Selection as for every stage; the replay set (hence the rows) is re-drawn
    right after each evaluation that follows an epoch other than the first.
 
@@ -217,7 +219,8 @@ def update_vae_member(model, spec_kind: str, stream, k: int, student_side: dict,
     grow_with_init(teacher, block.train, block.n_users, block.n_items, cfg.init_topk, cfg.random_init)
     wrapper = RetentionVAE(teacher, before, common_interactions(prev.train, block), cfg.kl_lambda)
 
-    sampler = make_teacher_sampler(stream, k, cfg, sources) if cfg.replay and sources else None
+    replay = cfg.replay and cfg.vae_replay and sources
+    sampler = make_teacher_sampler(stream, k, cfg, sources) if replay else None
     state = {"round": 0, "epoch": -1, "rows_at": {}}
 
     def draw() -> None:

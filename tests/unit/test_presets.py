@@ -4,8 +4,8 @@ import pytest
 from ccd_dist.ccd.teacher_update import TeacherUpdateConfig
 from ccd_dist.config import apply_overrides
 from ccd_dist.errors import InputError
-from ccd_dist.pipeline.config import (GOWALLA_TEACHER_GRAPH, GOWALLA_TEACHER_REPLAY_LAMBDA, RUN_SH_SCHEDULE,
-                                      block_schedule, preset_config)
+from ccd_dist.pipeline.config import (GOWALLA_TEACHER_GRAPH, GOWALLA_TEACHER_REPLAY_LAMBDA,
+                                      GOWALLA_TEACHER_VAE_REPLAY, RUN_SH_SCHEDULE, block_schedule, preset_config)
 
 
 def test_member_and_student_sizes_follow_the_authors_code():
@@ -51,6 +51,13 @@ def test_gowalla_vae_members_keep_the_history_of_idle_users():
     gowalla = preset_config("gowalla")
     assert gowalla.teacher_update.graph == GOWALLA_TEACHER_GRAPH == "cumulative"
     assert block_schedule(gowalla, 2).teacher.graph == "cumulative"
+
+
+def test_gowalla_vae_members_skip_the_student_side_replay():
+    assert TeacherUpdateConfig().vae_replay and preset_config("yelp").teacher_update.vae_replay
+    gowalla = preset_config("gowalla")
+    assert block_schedule(gowalla, 2).teacher.vae_replay is GOWALLA_TEACHER_VAE_REPLAY is False
+    assert block_schedule(gowalla, 2).teacher.replay  # BPR-MF members still replay
 
 
 def test_unknown_preset_is_a_clear_error():

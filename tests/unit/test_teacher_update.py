@@ -235,3 +235,23 @@ def test_cumulative_graph_feeds_a_vae_idle_users_history(stream):
     for u in idle_with_history[:20]:
         assert set(rows[u].indices) == set(history[u].indices)
     assert _same_pattern(member_graph(stream, k, "block", "vae"), block)
+
+
+def test_vae_replay_off_trains_a_vae_on_block_rows_only(stream, side):
+    """teacher_update.vae_replay=false: a VAE member ignores the student side (the same
+    model as without any replay), where the default trains on block rows + replay pairs."""
+    torch.set_num_threads(1)
+    b1 = stream[1]
+    member, lists = base_member(stream, "vae")
+    cfg = dataclasses.replace(UPDATE, epochs=2)
+    with_replay, hist = update_teacher_member(member, "vae", stream, 1, side, lists, cfg, None)
+    assert hist.history[0]["replay_rows_nnz"] > b1.train.nnz
+    no_vae_replay, hist_off = update_teacher_member(member, "vae", stream, 1, side, lists,
+                                                    dataclasses.replace(cfg, vae_replay=False), None)
+    assert hist_off.history[0]["replay_rows_nnz"] == b1.train.nnz
+    assert _same_pattern(no_vae_replay.interactions, b1.train)
+    no_replay, _ = update_teacher_member(member, "vae", stream, 1, side, lists,
+                                         dataclasses.replace(cfg, replay=False), None)
+    for key, value in no_vae_replay.state_dict().items():
+        assert torch.equal(value, no_replay.state_dict()[key])
+    assert not torch.equal(with_replay.decoder.weight, no_vae_replay.decoder.weight)
