@@ -14,6 +14,8 @@ commit (``CL_VAE_expand``):
    the training rows are block k's train rows with every replay pair (u, i)
    set to max(R_ui, ``vae_replay_value``) (0.1). Users whose only row entries
    are replay pairs (old users inactive in block k) are trained too.
+   ``vae_replay=false`` skips this step for VAE members only (block k's rows
+   and the KL retention; BPR-MF / LightGCN members still replay).
 4. Loss per batch of users: the Mult-VAE loss on those weighted rows (input
    and target the L2-normalised row, Gaussian noise, beta schedule: as
    ``MultVAE.vae_loss``) + ``kl_lambda`` x the mean, over the batch users with
@@ -21,8 +23,6 @@ commit (``CL_VAE_expand``):
    - log p_i), b / p the before / present softmax outputs at the user's common
    items C_u. "Before" is recomputed per batch from the frozen copy (encoder
    mean on its own rows), never stored as a users x items matrix.
-   ``vae_replay=false`` skips this step for VAE members only (block k's rows
-   and the KL retention; BPR-MF / LightGCN members still replay).
 5. Selection as for every stage; the replay set (hence the rows) is re-drawn
    right after each evaluation that follows an epoch other than the first.
 
