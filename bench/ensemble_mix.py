@@ -31,6 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     stream, k = load_stream(args.store), args.k
     runs = {"a": args.run_a, "b": args.run_b}
+    sizes = TeacherConfig()
     for spec in args.subsets:
         members = []
         for item in spec.split(","):
@@ -38,7 +39,6 @@ def main() -> None:
             model = Recommender.load(runs[tag] / f"block_{k}" / "teacher" / name / "model.pt")
             model.set_interactions(member_graph(stream, k, args.graph, model.kind))
             members.append(member_from_model(f"{tag}_{name}", model))
-        sizes = TeacherConfig()
         lists = build_rank_ensemble(members, stream[k].train, cover=stream_cover(stream, k),
                                     list_size=sizes.list_size, n_top_users=sizes.top_users)
         ev = evaluate_teacher(lists, stream, k)

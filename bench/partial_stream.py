@@ -3,21 +3,42 @@ stage metrics of a run that may still be running (results.json is written at the
 
 Usage: python bench/partial_stream.py RUN_DIR [RUN_DIR ...]
 """
-import json, sys
+import json
+import sys
 from pathlib import Path
-h = lambda a, b: 2 * a * b / (a + b) if a + b else 0.0
-for run in sys.argv[1:]:
-    run = Path(run)
-    la_s, la_t = [], []
-    for k in range(1, 6):
-        su, en = run / f"block_{k}/student_update/metrics.json", run / f"block_{k}/ensemble/metrics.json"
-        out = [f"{run.name} D{k}"]
-        if su.exists():
-            r = [x["test"]["recall@20"] for x in json.loads(su.read_text())["student"]]
-            la_s.append(r[-1]); out.append("student %.4f" % h(sum(la_s) / len(la_s), sum(r) / len(r)))
-        if en.exists():
-            pb = json.loads(en.read_text())["per_block"]
-            r = [pb[j]["test"]["recall@20"] for j in range(k + 1)]
-            la_t.append(r[-1]); out.append("teacher %.4f" % h(sum(la_t) / len(la_t), sum(r) / len(r)))
-        if len(out) > 1:
+
+import numpy as np
+
+from ccd_dist.eval.results import harmonic_mean, learning_average, retained_average
+
+
+def stage_rows(run: Path, stage: str, read_row) -> np.ndarray:
+    """r[k][j] (test Recall@20) from block_k/STAGE/metrics.json for k = 1.. while the file exists."""
+    rows = []
+    while (path := run / f"block_{len(rows) + 1}" / stage / "metrics.json").exists():
+        rows.append(read_row(json.loads(path.read_text())))
+    r = np.full((len(rows) + 1, len(rows) + 1), np.nan)  # row 0 (D0) is not needed for k >= 1
+    for k, row in enumerate(rows, start=1):
+        r[k, : len(row)] = row
+    return r
+
+
+def hmean(r: np.ndarray, k: int) -> float:
+    return harmonic_mean(learning_average(r, k), retained_average(r, k))
+
+
+def main() -> None:
+    for run in map(Path, sys.argv[1:]):
+        student = stage_rows(run, "student_update", lambda m: [x["test"]["recall@20"] for x in m["student"]])
+        teacher = stage_rows(run, "ensemble", lambda m: [b["test"]["recall@20"] for b in m["per_block"]])
+        for k in range(1, max(len(student), len(teacher))):
+            out = [f"{run.name} D{k}"]
+            if k < len(student):
+                out.append(f"student {hmean(student, k):.4f}")
+            if k < len(teacher):
+                out.append(f"teacher {hmean(teacher, k):.4f}")
             print("  ".join(out))
+
+
+if __name__ == "__main__":
+    main()
