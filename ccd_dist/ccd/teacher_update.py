@@ -125,8 +125,8 @@ def member_graph(stream, k: int, graph: str, kind: str):
     block k (an empty row would give every idle user the same ranking; a whole
     history for an active user would push old items into block k's ranking).
     For a VAE this is its input in the rank ensemble; during its update it
-    trains on block k's rows plus the replay (``vae_update``). BPR-MF ignores
-    the graph.
+    trains on block k's rows plus the replay pairs unless ``vae_replay=false``
+    (``vae_update``). BPR-MF ignores the graph.
     """
     if graph not in GRAPHS:
         raise InputError(f"graph must be one of {GRAPHS}, got {graph!r}", where="teacher_update.graph")
